@@ -1,0 +1,50 @@
+"""`arena methods`, `arena targets`, `arena objectives`: what is registered, with options."""
+
+from __future__ import annotations
+
+import json
+
+
+def add_parser(sub) -> None:
+    for kind in ("methods", "targets", "objectives"):
+        p = sub.add_parser(kind, help=f"list registered {kind} with their options and defaults")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        if kind == "targets":
+            p.add_argument("--data-dir", help="benchmark data folder (default: ARENA_DATA_DIR or ../shared/data)")
+        p.set_defaults(func=run, kind=kind)
+
+
+def _opts(d: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in d.items()) or "-"
+
+
+def run(args) -> int:
+    from arena.components import registry_for
+
+    reg = registry_for(args.kind[:-1])
+    rows = []
+    for name in reg.names():
+        cls = reg.get(name)
+        if args.kind == "targets":
+            import dataclasses
+
+            from arena.config import resolve_data_dir
+
+            target = cls(cls.Options(), resolve_data_dir(getattr(args, "data_dir", None)))
+            info = target.describe()
+            info["options"] = {f.name: f.default for f in dataclasses.fields(cls.Options)}
+            rows.append(info)
+        else:
+            rows.append(cls.describe())
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    for r in rows:
+        print(f"{r['name']}: {r.get('description', '')}")
+        if "default_lr" in r:
+            print(f"    default lr: {r['default_lr']:g}")
+        print(f"    options: {_opts(r.get('options', {}))}")
+        for k in ("train", "heldout", "eval_tasks", "data_dir", "error"):
+            if k in r:
+                print(f"    {k}: {r[k]}")
+    return 0

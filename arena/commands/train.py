@@ -1,0 +1,60 @@
+"""`arena train`: one run of one method on one target with one objective."""
+
+from __future__ import annotations
+
+import sys
+
+
+def add_run_arguments(p) -> None:
+    """Flags shared by commands that build a RunConfig (shortcuts for common --set keys)."""
+    p.add_argument("--config", help="run config YAML (fields: model, method, target, objective, train, probe)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config field, e.g. --set train.lr=1e-4 --set method.rank=16 (repeatable)")
+    p.add_argument("--model", help="catalog name (smollm2-135m-instruct, tiny), local folder or hub id")
+    p.add_argument("--method", help="method name (see `arena methods`)")
+    p.add_argument("--target", help="target name (see `arena targets`)")
+    p.add_argument("--objective", help="objective name (see `arena objectives`)")
+    p.add_argument("--steps", type=int, help="optimizer steps (train.steps)")
+    p.add_argument("--lr", type=float, help="peak learning rate (train.lr; default: the method's)")
+    p.add_argument("--seed", type=int, help="seed for init, data order and dropout (train.seed)")
+    p.add_argument("--data-dir", help="benchmark data folder (default: ARENA_DATA_DIR or ../shared/data)")
+    p.add_argument("--out", help="run folder (config, log, checkpoints, final weights, record.json)")
+
+
+def config_from_args(args):
+    from arena.config import load_run_config
+
+    shortcuts = [f"{k}={v}" for k, v in (
+        ("model.name", args.model), ("method.name", args.method), ("target.name", args.target),
+        ("objective.name", args.objective), ("train.steps", args.steps), ("train.lr", args.lr),
+        ("train.seed", args.seed), ("data_dir", args.data_dir), ("out", args.out),
+    ) if v is not None]
+    # Shortcut flags first so an explicit --set wins over them.
+    return load_run_config(args.config, shortcuts + list(args.overrides))
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("train", help="train one method on one target (SFT by default)")
+    add_run_arguments(p)
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from arena.config import dump_yaml
+    from arena.errors import TrainingFailed
+    from arena.experiment import run_training, summarize
+
+    cfg = config_from_args(args)
+    if args.print_config:
+        print(dump_yaml(cfg), end="")
+        return 0
+    try:
+        record = run_training(cfg)
+    except TrainingFailed as e:
+        print(f"arena train: run failed: {e}" + (f" (recorded in {cfg.out}/record.json)" if cfg.out else ""), file=sys.stderr)
+        return 1
+    print(summarize(record))
+    if cfg.out:
+        print(f"record: {cfg.out}/record.json")
+    return 0

@@ -1,0 +1,1 @@
+"""Evaluation: continuous probes (NLL, greedy answers) and lm-eval suites."""

@@ -1,0 +1,231 @@
+"""One experiment end to end: validate -> load -> wrap -> train -> save -> probe -> record.
+
+This is the seam between the library and everything that drives it: the CLI's `train` calls
+`run_training`, and runners call it once per run in a subprocess. Validation happens before the
+output folder is touched, so bad input writes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from arena.config import RunConfig, dump_yaml, run_config_from_dict
+from arena.errors import ArenaError, TrainingFailed
+from arena.records import environment, read_record, write_record
+
+FINAL = "final"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def build_components(cfg: RunConfig, check_data: bool = True):
+    """Instantiate (method, target, objective); check the data files (cheap, before any write)."""
+    from arena.components import registry_for
+
+    method = registry_for("method").get(cfg.method.name)(cfg.method.options)
+    target = registry_for("target").get(cfg.target.name)(cfg.target.options, cfg.data_dir)
+    objective = registry_for("objective").get(cfg.objective.name)(cfg.objective.options)
+    if check_data:
+        target.check_data()
+    return method, target, objective
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def load_and_wrap(cfg: RunConfig, method, device):
+    """Base model + tokenizer, wrapped by the method with a seeded init (reproducible adapters)."""
+    from arena.models.loader import load_model
+
+    model, tok, info = load_model(cfg.model.name, cfg.model.revision, cfg.model.trust_remote_code)
+    method.check_model(model)
+    torch.manual_seed(cfg.train.seed)
+    model = method.wrap(model, total_steps=cfg.train.steps)
+    return model.to(device), tok, info
+
+
+def _check_out_dir(out: Path, cfg: RunConfig) -> str:
+    """'new' | 'resume' | 'done'. A folder holding another config is refused, never overwritten."""
+    if not out.exists():
+        return "new"
+    saved = out / "config.yaml"
+    if not saved.is_file():
+        if any(out.iterdir()):
+            raise ArenaError(f"--out {out} exists, is not empty and is not an arena run folder; choose another folder")
+        return "new"
+    import yaml
+
+    old = yaml.safe_load(saved.read_text())
+    new = cfg.to_dict()
+    # Only what changes the result must match; presentation knobs may differ between attempts.
+    ignore_train = {"progress", "log_every", "save_every", "threads"}
+    strip = lambda d: {**d, "out": None, "train": {k: v for k, v in d["train"].items() if k not in ignore_train}}  # noqa: E731
+    if strip(old) != strip(new):
+        diff = [k for k in new if strip(old).get(k) != strip(new).get(k)]
+        raise ArenaError(f"--out {out} holds a run with a different config (sections differ: {', '.join(diff)}); "
+                         "use another --out or delete the folder")
+    rec = read_record(out)
+    if rec and rec.get("status") == "done":
+        return "done"
+    return "resume"
+
+
+def run_probes(cfg: RunConfig, model, tok, target, device, precision) -> dict:
+    from arena.evaluation.probes import greedy_accuracy, target_nll
+
+    if cfg.probe.heldout <= 0:
+        return {}
+    ex = target.heldout_examples(cfg.probe.heldout, cfg.probe.seed)
+    out = {"target_nll": target_nll(model, tok, ex, device, precision)}
+    if cfg.probe.greedy > 0:
+        out["greedy"] = greedy_accuracy(model, tok, ex[: cfg.probe.greedy], device, precision, cfg.probe.max_new_tokens)
+    return out
+
+
+def save_final(run_dir: Path, method, model) -> None:
+    folder = run_dir / FINAL
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(method.trainable_state_dict(model), str(folder / "trainable.safetensors"))
+
+
+def load_run_model(run_dir: str | Path, merged: bool = True, device: str | torch.device = "cpu"):
+    """Rebuild a finished run's model: base + the same seeded wrap + the saved trainable weights.
+
+    Works the same for every method (PiSSA's residual base and VeRA's projections are recomputed
+    deterministically). Returns (model, tokenizer, RunConfig); merged=True folds the update in.
+    """
+    import yaml
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise ArenaError(f"--run {run_dir}: not a run folder (no config.yaml)")
+    weights = run_dir / FINAL / "trainable.safetensors"
+    if not weights.is_file():
+        raise ArenaError(f"--run {run_dir}: the run has no final weights ({weights}); did it finish?")
+    cfg = run_config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    method, _, _ = build_components(cfg, check_data=False)
+    model, tok, _ = load_and_wrap(cfg, method, torch.device("cpu"))
+    method.load_trainable_state_dict(model, load_file(str(weights)))
+    if merged:
+        model = method.merge(model)
+    return model.to(device), tok, cfg
+
+
+def run_training(cfg: RunConfig, log: Callable[[str], None] = print) -> dict:
+    """Train one run into cfg.out (or in memory when cfg.out is None). Returns the run record.
+
+    Raises ArenaError for bad input before anything is written; a failure during training is
+    recorded in record.json with status 'failed' and re-raised.
+    """
+    from arena.methods.base import Method
+    from arena.objectives.base import TrainContext
+    from arena.training.device import pick_device, resolve_precision
+    from arena.training.loop import train
+
+    method, target, objective = build_components(cfg)
+    device = pick_device(cfg.train.device)
+    precision = resolve_precision(cfg.train.precision, device)
+    out = Path(cfg.out) if cfg.out else None
+    state = _check_out_dir(out, cfg) if out else "new"
+    if state == "done":
+        log(f"{out}: run already finished; nothing to do (delete the folder to re-run)")
+        return read_record(out)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+
+    seed_everything(cfg.train.seed)
+    t0 = time.perf_counter()
+    model, tok, info = load_and_wrap(cfg, method, device)  # may raise ConfigError (shapes): nothing written yet
+    t_load = time.perf_counter() - t0
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(dump_yaml(cfg))
+    trainable, total = Method.count_parameters(model)
+    lr = cfg.train.lr or method.default_lr
+    record = {
+        "run_id": out.name if out else None,
+        "status": "running",
+        "created": _now(),
+        "config": cfg.to_dict(),
+        "model": info.to_dict(),
+        "method": {"name": method.name, "trainable_params": trainable, "total_params": total,
+                   "trainable_fraction": trainable / total, "lr": lr, "additive": method.additive},
+        "objective": cfg.objective.name,
+        "target": cfg.target.name,
+        "device": str(device),
+        "precision": precision,
+        "environment": environment(),
+    }
+    ctx = TrainContext(model=model, tokenizer=tok, target=target, train=cfg.train, device=device,
+                       precision=precision, seed=cfg.train.seed)
+    try:
+        t1 = time.perf_counter()
+        record["data"] = objective.prepare(ctx)
+        t_data = time.perf_counter() - t1
+        log(f"{method.name}: {trainable:,} trainable / {total:,} params; lr {lr:g}; {precision} on {device}; "
+            f"{record['data'].get('examples', '?')} examples -> {record['data'].get('rows', '?')} rows")
+        t2 = time.perf_counter()
+        record["probes"] = {"base": run_probes(cfg, model, tok, target, device, precision)}
+        t_probe = time.perf_counter() - t2
+        result = train(ctx, objective, method, out, lr)
+        record["train"] = {k: v for k, v in asdict(result).items() if k != "history"}
+        if out:
+            save_final(out, method, model)
+        t3 = time.perf_counter()
+        record["probes"]["tuned"] = run_probes(cfg, model, tok, target, device, precision)
+        t_probe += time.perf_counter() - t3
+        record["timings"] = {"load_s": round(t_load, 2), "data_s": round(t_data, 2), "train_s": result.seconds,
+                             "probe_s": round(t_probe, 2), "total_s": round(time.perf_counter() - t0, 2)}
+        record["status"] = "done"
+    except (TrainingFailed, Exception) as e:  # recorded, then re-raised for the caller's exit code
+        record["status"] = "failed"
+        record["error"] = f"{type(e).__name__}: {e}"
+        record["traceback"] = traceback.format_exc()[-4000:]
+        if out:
+            write_record(out, {**record, "finished": _now()})
+        raise
+    record["finished"] = _now()
+    if out:
+        write_record(out, record)
+    record["_model"] = model  # in-memory callers (sweeps, tests) may evaluate without reloading
+    return record
+
+
+def summarize(record: dict) -> str:
+    """A short human summary of a run record."""
+    lines = [f"status: {record.get('status')}"]
+    tr = record.get("train") or {}
+    if tr:
+        lines.append(f"train: {tr['steps']} steps, {tr['tokens']:,} tokens in {tr['seconds']:.1f}s "
+                     f"({tr['tokens_per_second']:.0f} tok/s), loss {tr['first_loss']:.4f} -> {tr['last_loss']:.4f}, "
+                     f"peak mem {tr['peak_memory_mb']:.0f} MB")
+    pr = record.get("probes") or {}
+    b, t = pr.get("base", {}), pr.get("tuned", {})
+    if b.get("target_nll") and t.get("target_nll"):
+        lines.append(f"held-out target NLL: {b['target_nll']['nll']:.4f} -> {t['target_nll']['nll']:.4f} "
+                     f"(n={t['target_nll']['n']}, ±{t['target_nll']['se']:.4f})")
+    if b.get("greedy") and t.get("greedy"):
+        lines.append(f"greedy accuracy: {b['greedy']['accuracy']:.3f} -> {t['greedy']['accuracy']:.3f} (n={t['greedy']['n']})")
+    return "\n".join(lines)
+
+
+def record_json(record: dict) -> str:
+    return json.dumps({k: v for k, v in record.items() if not k.startswith("_")}, indent=2, default=str)

@@ -1,0 +1,68 @@
+"""OFT (Qiu et al. 2023): multiply W0 by a block-diagonal orthogonal matrix R = Cayley(S).
+
+Orthogonal updates preserve the angles between W0's neurons (hyperspherical energy), which is
+PEFT-Arena's explanation for OFT's low forgetting. The block size must divide the input width
+of every adapted layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from arena.errors import ConfigError
+from arena.methods.base import METHODS, PeftMethod, parse_target_modules, targeted_linears
+
+
+@METHODS.register("oft")
+class OFT(PeftMethod):
+    name = "oft"
+    description = "OFT: block-diagonal orthogonal rotation of each adapted weight (Cayley parameterised)"
+    default_lr = 2e-4
+    additive = False
+
+    @dataclass
+    class Options:
+        block_size: int = 32
+        target_modules: str = "all-linear"
+        module_dropout: float = 0.0
+        coft: bool = False  # constrained OFT: keep R within eps of I
+        eps: float = 6e-5
+        cayley_neumann: bool = True  # Neumann-series Cayley (peft default, faster); False = exact inverse
+
+        def __post_init__(self):
+            if self.block_size <= 0:
+                raise ConfigError("block_size", self.block_size, "must be a positive integer")
+            if not 0 <= self.module_dropout < 1:
+                raise ConfigError("module_dropout", self.module_dropout, "must be in [0, 1)")
+            parse_target_modules(self.target_modules)
+
+    def check_model(self, model) -> None:
+        super().check_model(model)
+        b = self.options.block_size
+        layers = targeted_linears(model, parse_target_modules(self.options.target_modules))
+        bad = {n: m.in_features for n, m in layers.items() if m.in_features % b}
+        if bad:
+            widths = sorted({m.in_features for m in layers.values()})
+            example = next(iter(bad))
+            divisors = sorted({d for d in range(2, 257) if all(w % d == 0 for w in widths)})
+            raise ConfigError(
+                "method.block_size",
+                b,
+                f"must divide the input width of every adapted layer; {len(bad)} layer(s) do not "
+                f"(e.g. {example}: {bad[example]}). Widths here: {widths}; block sizes that fit: {divisors[-8:]}",
+            )
+
+    def peft_config(self, model, total_steps):
+        from peft import OFTConfig
+
+        o = self.options
+        return OFTConfig(
+            r=0,
+            oft_block_size=o.block_size,
+            target_modules=parse_target_modules(o.target_modules),
+            module_dropout=o.module_dropout,
+            coft=o.coft,
+            eps=o.eps,
+            use_cayley_neumann=o.cayley_neumann,
+            task_type="CAUSAL_LM",
+        )

@@ -1,0 +1,6 @@
+"""Training objectives, one module each, registered by name in OBJECTIVES."""
+
+from arena.objectives.base import OBJECTIVES, LossOutput, Objective, TrainContext  # noqa: F401
+from arena.objectives import sft  # noqa: F401  (registration)
+
+__all__ = ["OBJECTIVES", "Objective", "LossOutput", "TrainContext"]

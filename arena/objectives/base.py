@@ -1,0 +1,71 @@
+"""What an objective is: where a step's batches come from, and the loss on one micro-batch.
+
+The training loop never knows which paradigm it runs. SFT reads packed rows; rollout objectives
+(RLVR, on-policy distillation) build their micro-batches by sampling from the current policy in
+`batches()`; either way the loop calls `loss()` per micro-batch, backpropagates, and steps.
+Objectives never step the optimizer and never load models themselves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from arena.registry import Registry
+
+
+@dataclass
+class TrainContext:
+    """What an objective may use: everything is prepared by the experiment, not by the objective."""
+
+    model: torch.nn.Module
+    tokenizer: Any
+    target: Any
+    train: Any  # TrainConfig
+    device: torch.device
+    precision: str
+    seed: int
+    extras: dict = field(default_factory=dict)  # e.g. a teacher model for distillation
+
+
+@dataclass
+class LossOutput:
+    loss_sum: torch.Tensor  # summed over the micro-batch's loss tokens
+    n_tokens: int  # loss tokens in this micro-batch
+    metrics: dict = field(default_factory=dict)
+
+
+class Objective:
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    needs_rollouts: ClassVar[bool] = False
+
+    @dataclass
+    class Options:
+        pass
+
+    def __init__(self, options: Any):
+        self.options = options
+
+    def prepare(self, ctx: TrainContext) -> dict:
+        """Build data for training; returns stats for the run record (examples, rows, ...)."""
+        return {}
+
+    def batches(self, ctx: TrainContext, step: int) -> list[dict]:
+        """The `grad_accum` micro-batches of optimizer step `step` (deterministic in step and seed)."""
+        raise NotImplementedError
+
+    def loss(self, ctx: TrainContext, batch: dict) -> LossOutput:
+        raise NotImplementedError
+
+    @classmethod
+    def describe(cls) -> dict:
+        import dataclasses
+
+        return {"name": cls.name, "description": cls.description,
+                "options": {f.name: f.default for f in dataclasses.fields(cls.Options)}}
+
+
+OBJECTIVES: Registry[type[Objective]] = Registry("objective")

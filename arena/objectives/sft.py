@@ -1,0 +1,75 @@
+"""SFT: next-token cross-entropy on the assistant tokens of packed chat examples."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from arena.objectives.base import OBJECTIVES, LossOutput, Objective, TrainContext
+from arena.objectives.losses import causal_lm_loss_sum
+from arena.training.device import autocast
+from arena.training.packing import pack, tokenize_examples
+
+
+@OBJECTIVES.register("sft")
+class SFT(Objective):
+    name = "sft"
+    description = "supervised fine-tuning: cross-entropy on assistant tokens (prompt masked), packed rows"
+
+    @dataclass
+    class Options:
+        pass
+
+    def prepare(self, ctx: TrainContext) -> dict:
+        examples = ctx.target.train_examples(ctx.seed)
+        tokenized, dropped = tokenize_examples(ctx.tokenizer, examples, ctx.train.seq_len)
+        self.data = pack(tokenized, ctx.train.seq_len, ctx.tokenizer.pad_token_id, seed=ctx.seed, n_dropped=dropped)
+        d = self.data
+        return {
+            "examples": d.n_examples,
+            "dropped_too_long": d.n_dropped,
+            "rows": d.rows,
+            "fill_ratio": round(d.fill_ratio(), 4),
+            "epoch_tokens": int(d.n_real.sum()),
+        }
+
+    def _row_indices(self, ctx: TrainContext, step: int, micro: int) -> np.ndarray:
+        # Row i of the infinite stream is row perm_e[i % N] of epoch e = i // N; each epoch has
+        # its own seeded permutation, so any step's rows are known without replaying the stream
+        # (resume needs no data state) and every method of a sweep sees the same rows.
+        B, N = ctx.train.batch_size, self.data.rows
+        start = (step * ctx.train.grad_accum + micro) * B
+        idx = np.arange(start, start + B)
+        out = np.empty(B, dtype=np.int64)
+        for e in np.unique(idx // N):
+            perm = np.random.default_rng([ctx.seed, int(e)]).permutation(N)
+            sel = idx // N == e
+            out[sel] = perm[idx[sel] % N]
+        return out
+
+    def batches(self, ctx: TrainContext, step: int) -> list[dict]:
+        out = []
+        for m in range(ctx.train.grad_accum):
+            rows = torch.from_numpy(self._row_indices(ctx, step, m))
+            d = self.data
+            out.append({
+                "input_ids": d.input_ids[rows],
+                "labels": d.labels[rows],
+                "position_ids": d.position_ids[rows],
+                "n_real": int(d.n_real[rows].sum()),
+                "n_loss_tokens": int((d.labels[rows][:, 1:] != -100).sum()),
+            })
+        return out
+
+    def loss(self, ctx: TrainContext, batch: dict) -> LossOutput:
+        dev = ctx.device
+        with autocast(dev, ctx.precision):
+            logits = ctx.model(
+                input_ids=batch["input_ids"].to(dev),
+                position_ids=batch["position_ids"].to(dev),
+                use_cache=False,
+            ).logits
+        loss_sum, n = causal_lm_loss_sum(logits, batch["labels"].to(dev))
+        return LossOutput(loss_sum, n)

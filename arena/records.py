@@ -1,0 +1,72 @@
+"""Run records: one schema-versioned JSON per run, written atomically.
+
+A run folder without a finished `record.json` is not a result. Writes go to a temporary file in
+the same folder, are fsynced, then renamed over the target, so a crash never leaves a truncated
+record behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+RECORD = "record.json"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_record(run_dir: Path, record: dict) -> Path:
+    record = {"schema_version": SCHEMA_VERSION, **record}
+    path = Path(run_dir) / RECORD
+    atomic_write_text(path, json.dumps(record, indent=2, default=str))
+    return path
+
+
+def read_record(run_dir: Path) -> dict | None:
+    path = Path(run_dir) / RECORD
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text())
+
+
+def environment() -> dict:
+    import importlib.metadata as md
+
+    versions = {}
+    for pkg in ("torch", "transformers", "peft", "lm-eval", "trl", "arena"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return {"python": platform.python_version(), "platform": platform.platform(), "packages": versions, "git": git_state()}
+
+
+def git_state() -> dict:
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, timeout=5)
+        if commit.returncode != 0:
+            return {}
+        return {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return {}

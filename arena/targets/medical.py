@@ -1,0 +1,174 @@
+"""The "medical" target: SFT on MedMCQA dev + the non-test PubMedQA items; held-out MedQA test.
+
+Two pitfalls of the raw files are handled here rather than left to callers: MedMCQA's `cop` is
+1-based (1 -> A; the HF copy is 0-based), and PubMedQA's labelled set contains the official test
+items, which must be removed by PMID before training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from arena.data.io import (
+    check_files,
+    count_lines,
+    data_file,
+    file_summary,
+    iter_jsonl,
+    read_json,
+    stable_shuffle,
+    stratified_subset,
+)
+from arena.errors import ConfigError, DataError
+from arena.schema import to_dict
+from arena.targets.base import TARGETS, Example, Target
+
+MEDMCQA = "medmcqa/dev.json"  # JSON Lines despite the name
+PUBMEDQA_ALL = "pubmedqa/ori_pqal.json"
+PUBMEDQA_TEST = "pubmedqa/test_ground_truth.json"
+MEDQA_TEST = "medqa/phrases_no_exclude_test.jsonl"
+
+LETTERS = "ABCD"
+PUBMEDQA_LABELS = ("yes", "no", "maybe")
+
+
+def format_mcq(question: str, options: list[str]) -> str:
+    """Question followed by lettered options; one format for MedMCQA train and MedQA held-out."""
+    lines = [question.strip(), ""] + [f"{LETTERS[i]}. {str(opt).strip()}" for i, opt in enumerate(options)]
+    return "\n".join(lines)
+
+
+def cop_to_letter(cop: object) -> str:
+    """MedMCQA's 1-based correct option (1..4) -> 'A'..'D'. Raises ValueError outside 1..4."""
+    if isinstance(cop, bool) or not isinstance(cop, int) or not 1 <= cop <= 4:
+        raise ValueError(f"cop must be an integer 1..4 (1-based), got {cop!r}")
+    return LETTERS[cop - 1]
+
+
+def medmcqa_example(rec: dict, lineno: int, path) -> Example:
+    try:
+        letter = cop_to_letter(rec["cop"])
+    except ValueError as e:
+        raise DataError(f"{path}: line {lineno}: field 'cop': {e}") from None
+    exp = (rec.get("exp") or "").strip()
+    response = f"{exp}\nThe answer is {letter}." if exp else f"The answer is {letter}."
+    prompt = format_mcq(rec["question"], [rec["opa"], rec["opb"], rec["opc"], rec["opd"]])
+    return Example(prompt=prompt, response=response, answer=letter,
+                   meta={"source": "medmcqa_dev", "line": lineno, "id": rec.get("id")})
+
+
+def pubmedqa_example(pmid: str, rec: dict, path) -> Example:
+    for name in ("QUESTION", "CONTEXTS", "final_decision", "LONG_ANSWER"):
+        if name not in rec:
+            raise DataError(f"{path}: PMID {pmid}: missing field {name!r}")
+    label = rec["final_decision"]
+    if label not in PUBMEDQA_LABELS:
+        raise DataError(f"{path}: PMID {pmid}: field 'final_decision' is {label!r}; expected yes, no or maybe")
+    contexts = rec["CONTEXTS"] if isinstance(rec["CONTEXTS"], list) else [rec["CONTEXTS"]]
+    context = "\n".join(str(c).strip() for c in contexts)
+    prompt = f"Context: {context}\n\nQuestion: {rec['QUESTION'].strip()}\nAnswer yes, no or maybe."
+    response = f"{rec['LONG_ANSWER'].strip()}\nThe answer is {label}."
+    return Example(prompt=prompt, response=response, answer=label, meta={"source": "pubmedqa_train", "pmid": pmid})
+
+
+@TARGETS.register("medical")
+class MedicalTarget(Target):
+    name = "medical"
+    description = "MedMCQA dev + 500 non-test PubMedQA items; held-out MedQA test; eval MedQA (4 options), PubMedQA"
+
+    @dataclass
+    class Options:
+        max_train_examples: Optional[int] = 2000  # None: every training example
+        include_pubmedqa: bool = True
+
+        def __post_init__(self):
+            if self.max_train_examples is not None and self.max_train_examples <= 0:
+                raise ConfigError("max_train_examples", self.max_train_examples, "must be a positive integer or null (all)")
+
+    def _files(self) -> list[str]:
+        files = [MEDMCQA, MEDQA_TEST]
+        if self.options.include_pubmedqa:
+            files += [PUBMEDQA_ALL, PUBMEDQA_TEST]
+        return files
+
+    def _path(self, rel: str):
+        return data_file(self.data_dir, rel, needed_by="target 'medical'")
+
+    def check_data(self) -> None:
+        check_files(self.data_dir, self._files(), needed_by="target 'medical'")
+
+    def _medmcqa(self) -> list[Example]:
+        path = self._path(MEDMCQA)
+        return [medmcqa_example(rec, lineno, path)
+                for lineno, rec in iter_jsonl(path, ("question", "opa", "opb", "opc", "opd", "cop"))]
+
+    def _pubmedqa_dicts(self) -> tuple[dict, dict]:
+        all_path, test_path = self._path(PUBMEDQA_ALL), self._path(PUBMEDQA_TEST)
+        labelled, test = read_json(all_path), read_json(test_path)
+        for path, obj in ((all_path, labelled), (test_path, test)):
+            if not isinstance(obj, dict):
+                raise DataError(f"{path}: expected a JSON object keyed by PMID, got {type(obj).__name__}")
+        return labelled, test
+
+    def _pubmedqa_train(self) -> list[Example]:
+        labelled, test = self._pubmedqa_dicts()
+        path = self._path(PUBMEDQA_ALL)
+        # Sorted PMIDs: the file's order is an upstream accident; the seed alone decides the order.
+        return [pubmedqa_example(pmid, labelled[pmid], path) for pmid in sorted(labelled) if pmid not in test]
+
+    def train_examples(self, seed: int) -> list[Example]:
+        """MedMCQA dev (+ PubMedQA train pool), shuffled by `seed`, then capped at max_train_examples."""
+        items = self._medmcqa()
+        if self.options.include_pubmedqa:
+            items += self._pubmedqa_train()
+        items = stable_shuffle(items, seed)
+        cap = self.options.max_train_examples
+        return items if cap is None else items[:cap]
+
+    def _medqa(self) -> list[Example]:
+        path = self._path(MEDQA_TEST)
+        out = []
+        for lineno, rec in iter_jsonl(path, ("question", "options", "answer_idx")):
+            opts = rec["options"]
+            if not isinstance(opts, dict) or sorted(opts) != list(LETTERS):
+                raise DataError(f"{path}: line {lineno}: field 'options' must have keys A, B, C, D; "
+                                f"got {sorted(opts) if isinstance(opts, dict) else opts!r}")
+            letter = rec["answer_idx"]
+            if letter not in opts:
+                raise DataError(f"{path}: line {lineno}: field 'answer_idx' is {letter!r}; expected one of A, B, C, D")
+            out.append(Example(prompt=format_mcq(rec["question"], [opts[k] for k in LETTERS]),
+                               response=f"The answer is {letter}.", answer=letter,
+                               meta={"source": "medqa_test", "line": lineno}))
+        return out
+
+    def heldout_examples(self, n: int, seed: int) -> list[Example]:
+        """`n` MedQA test questions, stratified by answer letter and seeded (all if fewer)."""
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        return stratified_subset(self._medqa(), lambda ex: ex.answer, n, f"heldout/{seed}")
+
+    def eval_tasks(self) -> list[str]:
+        return ["medqa_4options", "pubmedqa"]
+
+    def describe(self) -> dict:
+        info = {"name": self.name, "description": self.description, "options": to_dict(self.options),
+                "data_dir": self.data_dir, "eval_tasks": self.eval_tasks()}
+        try:
+            self.check_data()
+        except DataError as e:
+            return {**info, "error": str(e)}
+        files = file_summary(self.data_dir, self._files())
+        for rel in (MEDMCQA, MEDQA_TEST):
+            files[rel]["records"] = count_lines(self._path(rel))
+        pool = {"medmcqa_dev": files[MEDMCQA]["records"]}
+        if self.options.include_pubmedqa:
+            # Dicts keyed by PMID: a record count needs the keys, and the pool needs the difference.
+            labelled, test = self._pubmedqa_dicts()
+            files[PUBMEDQA_ALL]["records"], files[PUBMEDQA_TEST]["records"] = len(labelled), len(test)
+            pool["pubmedqa_train"] = len(set(labelled) - set(test))
+        total = sum(pool.values())
+        cap = self.options.max_train_examples
+        return {**info, "files": files,
+                "train": {"pool": pool, "size": total if cap is None else min(cap, total)},
+                "heldout": {"source": MEDQA_TEST, "pool": files[MEDQA_TEST]["records"]}}

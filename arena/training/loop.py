@@ -1,0 +1,146 @@
+"""The one training loop (nanochat-style: plain, readable, no trainer class).
+
+It owns what must be identical for every method and objective of a sweep: data order (from the
+objective, seeded), token budget (steps × batch × seq_len), AdamW with warm-up + schedule,
+gradient accumulation normalised by the step's loss tokens, clipping, bf16 autocast over fp32
+master weights, NaN/inf detection, jsonl logging, checkpointing and resume.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from arena.errors import TrainingFailed
+from arena.objectives.base import Objective, TrainContext
+from arena.training.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from arena.training.device import peak_memory_mb
+from arena.training.schedule import lr_factor
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    resumed_from: int
+    tokens: int  # real (non-padding) tokens processed
+    loss_tokens: int
+    seconds: float
+    tokens_per_second: float
+    first_loss: float | None
+    last_loss: float | None
+    peak_memory_mb: float
+    history: list = field(default_factory=list)
+
+
+def _truncate_log(log_path: Path, after_step: int) -> None:
+    """Drop log lines beyond the resumed checkpoint so a resumed run logs each step once."""
+    if not log_path.exists():
+        return
+    keep = [ln for ln in log_path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= after_step]
+    log_path.write_text("".join(ln + "\n" for ln in keep))
+
+
+def train(ctx: TrainContext, objective: Objective, method, out_dir: Path | None, lr: float) -> TrainResult:
+    cfg = ctx.train
+    model = ctx.model
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.999), eps=1e-8)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: lr_factor(s, cfg.steps, cfg.warmup_steps, cfg.schedule, cfg.min_lr_ratio)
+    )
+    ckpt_dir = out_dir / "checkpoints" if out_dir else None
+    log_path = out_dir / "train_log.jsonl" if out_dir else None
+
+    start = 0
+    if ckpt_dir is not None and (ckpts := list_checkpoints(ckpt_dir)):
+        trainable, state = load_checkpoint(ckpts[-1], opt)
+        method.load_trainable_state_dict(model, trainable)
+        start = state["step"]
+        sched.last_epoch = start - 1
+        sched.step()  # re-derive the LR for `start` from the pure schedule
+        _truncate_log(log_path, start)
+
+    history, tokens, loss_tokens = [], 0, 0
+    first_loss = last_loss = None
+    model.train()
+    progress = None
+    if cfg.progress:
+        from tqdm.auto import tqdm
+
+        progress = tqdm(total=cfg.steps, initial=start, desc="train", unit="step", dynamic_ncols=True)
+    t_start = time.perf_counter()
+    log_file = open(log_path, "a") if log_path else None
+    try:
+        for step in range(start, cfg.steps):
+            t0 = time.perf_counter()
+            batches = objective.batches(ctx, step)
+            step_loss, step_tokens, step_real, metrics = 0.0, 0, 0, {}
+            # Normalise by the loss tokens of the whole step when the objective knows them up
+            # front (SFT), so accumulation gives exactly the gradient of one large batch;
+            # otherwise (rollouts) average the micro-batch means.
+            known = all("n_loss_tokens" in b for b in batches)
+            step_norm = max(1, sum(b["n_loss_tokens"] for b in batches)) if known else None
+            for batch in batches:
+                out = objective.loss(ctx, batch)
+                step_tokens += out.n_tokens
+                step_real += int(batch.get("n_real", 0))
+                scale = step_norm if known else max(1, out.n_tokens) * len(batches)
+                (out.loss_sum / scale).backward()
+                step_loss += float(out.loss_sum.detach())
+                for k, v in out.metrics.items():
+                    metrics[k] = metrics.get(k, 0.0) + float(v) / len(batches)
+            loss_value = step_loss / max(1, step_tokens)
+            if not math.isfinite(loss_value):
+                raise TrainingFailed(f"non-finite loss ({loss_value}) at step {step}")
+            if cfg.max_grad_norm > 0:
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
+            else:
+                grad_norm = float(torch.norm(torch.stack([p.grad.norm() for p in params if p.grad is not None])))
+            if not math.isfinite(grad_norm):
+                raise TrainingFailed(f"non-finite gradient norm ({grad_norm}) at step {step}")
+            cur_lr = opt.param_groups[0]["lr"]
+            opt.step()
+            method.on_step(model, step)
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+
+            dt = time.perf_counter() - t0
+            tokens += step_real
+            loss_tokens += step_tokens
+            first_loss = loss_value if first_loss is None else first_loss
+            last_loss = loss_value
+            rec = {"step": step + 1, "loss": round(loss_value, 6), "lr": cur_lr, "grad_norm": round(grad_norm, 6),
+                   "tokens": step_real, "loss_tokens": step_tokens, "tokens_per_s": round(step_real / dt, 1),
+                   "seconds": round(dt, 4), **{k: round(v, 6) for k, v in metrics.items()}}
+            history.append(rec)
+            if log_file and ((step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps):
+                log_file.write(json.dumps(rec) + "\n")
+                log_file.flush()
+            if progress:
+                progress.set_postfix(loss=f"{loss_value:.4f}", tok_s=f"{step_real / dt:.0f}")
+                progress.update(1)
+            if ckpt_dir is not None and cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
+                save_checkpoint(ckpt_dir, step + 1, method.trainable_state_dict(model), opt, {"loss": loss_value})
+    finally:
+        if log_file:
+            log_file.close()
+        if progress:
+            progress.close()
+    seconds = time.perf_counter() - t_start
+    return TrainResult(
+        steps=cfg.steps,
+        resumed_from=start,
+        tokens=tokens,
+        loss_tokens=loss_tokens,
+        seconds=round(seconds, 3),
+        tokens_per_second=round(tokens / seconds, 1) if seconds > 0 else 0.0,
+        first_loss=first_loss,
+        last_loss=last_loss,
+        peak_memory_mb=round(peak_memory_mb(ctx.device), 1),
+        history=history,
+    )
