@@ -54,6 +54,7 @@ class TrainConfig:
     seed: int = 0
     save_every: int = 0  # checkpoint every N steps (0: only the final weights)
     log_every: int = 1
+    eval_every: int = 0  # run the in-training probe every N steps, logged to train_log.jsonl (0: off)
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     threads: int = 0  # torch intra-op threads on CPU (0: leave torch's default)
     progress: bool = True
@@ -62,7 +63,7 @@ class TrainConfig:
         for name in ("steps", "batch_size", "grad_accum", "seq_len", "log_every"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"train.{name}", getattr(self, name), "must be a positive integer")
-        for name in ("warmup_steps", "save_every", "threads"):
+        for name in ("warmup_steps", "save_every", "threads", "eval_every"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name}", getattr(self, name), "must be >= 0")
         if self.lr is not None and not (self.lr > 0):

@@ -1,18 +1,18 @@
 """Capability-conditioned drift (CSD) of one linear module (PEFT-Arena's definition; see
 /work/shared/DESIGN.md "Diagnostics").
 
-A weight update only causes forgetting through what it does to the inputs the module actually sees.
-CSD therefore weights ΔW = W1 − W0 by the **base model's** per-token inputs h on a distribution D
-(general prompts or target prompts) instead of looking at ΔW alone:
+A weight update changes a module's output only through ΔW h on the inputs the module actually sees,
+so CSD weights ΔW = W1 − W0 by the **base model's** per-token inputs h on a distribution D (general
+prompts or target prompts) instead of looking at ΔW alone:
 
     CSD_abs(D) = E_t ‖ΔW h_t‖²
     CSD_rel(D) = E_t ‖ΔW h_t‖² / (E_t ‖W0 h_t‖² + ε)                  (change relative to the signal)
     CSD_un(D)  = E_t ‖ΔW h_t‖² / ((‖ΔW‖_F² + ε)(E_t ‖h_t‖² + ε))      (update- and input-scale free)
 
 CSD_un lies in [0, 1] (E‖ΔW h‖² ≤ ‖ΔW‖₂² E‖h‖² ≤ ‖ΔW‖_F² E‖h‖²): it is 1/in_features for isotropic
-inputs (E h hᵀ ∝ I) and grows towards 1 as ΔW's row space lines up with where D's inputs have energy. The ratio
-CSD_G / CSD_T says whether an update moves general-prompt activations more or less than the target
-ones it was trained for.
+inputs (E h hᵀ ∝ I) and grows towards 1 as ΔW's row space lines up with where D's inputs have
+energy. The ratio CSD_G / CSD_T says whether an update moves general-prompt activations more or less
+than the target ones it was trained for.
 
 Computed in float64 (see geometry.py for why); h is processed in token chunks so the n × out
 product never has to exist in full for wide modules (e.g. a 7B model's 18,944-wide MLP).

@@ -5,10 +5,10 @@ order. Results are Python floats.
 
 Precision: everything is computed in float64 on the device of X0. Activations arrive in bf16/fp32,
 but the quantities here are small differences of large sums (CKA near 1, residuals near 0). On
-4,096 × 576 random data the feature-space and Gram forms of CKA agree to ~1e-15 in float64 but differ
-by ~2e-3 in fp32 (the n × n double-centring loses the digits), which is larger than the gaps between
-methods; the tests check closed forms at 1e-9. The cost is acceptable at the design's sizes (n = 4,096 tokens, d ≤ a few
-thousand: n·d² ≈ 10 GFLOP, about a second on 2 CPU cores; see benchmarks/bench_cka.py). A constant
+4,096 × 576 random data the feature-space and Gram forms of CKA agree to ~1e-13 in float64 but differ
+by ~2e-3 in fp32 (the n × n double-centring loses the digits), and the tests check closed forms at
+1e-12. The cost is acceptable at the design's sizes (n = 4,096 tokens, d up to a few thousand:
+n·d² ≈ 10 GFLOP at d = 1,536, about 0.4 s on 2 CPU cores; see benchmarks/bench_cka.py). A constant
 (zero-variance) input leaves CKA and Gram distortion undefined; they return NaN rather than raise,
 so one degenerate module does not abort a whole diagnostics pass.
 """

@@ -117,6 +117,10 @@ def train(ctx: TrainContext, objective: Objective, method, out_dir: Path | None,
             rec = {"step": step + 1, "loss": round(loss_value, 6), "lr": cur_lr, "grad_norm": round(grad_norm, 6),
                    "tokens": step_real, "loss_tokens": step_tokens, "tokens_per_s": round(step_real / dt, 1),
                    "seconds": round(dt, 4), **{k: round(v, 6) for k, v in metrics.items()}}
+            probe = ctx.extras.get("step_probe")
+            if probe is not None and cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
+                rec["probe"] = probe(model, step + 1)
+                model.train()
             history.append(rec)
             if log_file and ((step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps):
                 log_file.write(json.dumps(rec) + "\n")

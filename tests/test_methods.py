@@ -1,0 +1,146 @@
+"""Every registered method, on the tiny model: identity at init, learns, merges, reloads.
+
+Parametrized over `METHODS.names()`, so a newly registered method is covered by registering it.
+All comparisons run in fp32 on CPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+
+from arena.methods import METHODS
+
+# Peak LRs at which the tiny random model visibly learns arith in 10 steps (measured over seeds
+# 0-3: every method's loss drops by >= 0.13 nats, most by 0.2-0.45). A method missing here gets
+# the LoRA-like 1e-2; if it needs another LR, add it.
+LR = {
+    "full": 1e-3,
+    "lora": 1e-2,
+    "rslora": 1e-2,
+    "dora": 1e-2,
+    "pissa": 1e-2,
+    "adalora": 5e-2,
+    "loha": 3e-2,
+    "lokr": 3e-2,
+    "oft": 3e-2,
+    "boft": 5e-2,
+    "vera": 5e-2,
+    "ia3": 1.0,
+}
+# Logit tolerance of "wrapped at init == base model". Exact for methods whose update is zero or an
+# exact identity at init; PiSSA splits W0 into residual + top-r SVD part (fp32 round-off ~2e-7).
+INIT_ATOL = {"pissa": 1e-5}
+MIN_LOSS_DROP = 0.05  # nats, mean of the first 2 vs the last 2 step losses
+
+ALL_METHODS = METHODS.names()
+
+
+def _inputs(tok) -> torch.Tensor:
+    texts = ["What is 12 + 34? 12 + 34 = 46", "Question: which of the following is the answer? The answer is 42."]
+    enc = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    n = min(len(e) for e in enc)
+    return torch.tensor([e[:n] for e in enc])
+
+
+@torch.no_grad()
+def _logits(model, ids: torch.Tensor) -> torch.Tensor:
+    model.eval()
+    return model(input_ids=ids, use_cache=False).logits.float()
+
+
+def test_every_method_is_registered_with_options():
+    assert len(ALL_METHODS) >= 12
+    for name in ALL_METHODS:
+        cls = METHODS.get(name)
+        assert cls.name == name
+        assert cls.default_lr > 0
+        cls.Options()  # defaults must validate
+
+
+@pytest.mark.parametrize("name", ALL_METHODS)
+def test_wrapped_at_init_equals_base(name, tiny_run_config, tiny_base):
+    from arena.experiment import build_components, load_and_wrap
+
+    base, tok = tiny_base
+    ids = _inputs(tok)
+    cfg = tiny_run_config(method=name)
+    method, _, _ = build_components(cfg, check_data=False)
+    wrapped, _, _ = load_and_wrap(cfg, method, torch.device("cpu"))
+    assert wrapped is not base
+    got, ref = _logits(wrapped, ids), _logits(base, ids)
+    atol = INIT_ATOL.get(name, 0.0)
+    diff = float((got - ref).abs().max())
+    assert diff <= atol, f"{name}: wrapped model differs from the base at init by {diff:.3g} (allowed {atol})"
+
+
+@pytest.fixture(scope="module", params=ALL_METHODS)
+def trained(request, tmp_path_factory):
+    """One 10-step run per method through the real experiment path, shared by the tests below."""
+    from arena.config import load_run_config
+    from arena.experiment import run_training
+
+    from conftest import tiny_overrides
+
+    name = request.param
+    out = tmp_path_factory.mktemp(f"run-{name}") / "run"
+    cfg = load_run_config(None, tiny_overrides(method=name, train__lr=LR.get(name, 1e-2), out=str(out)))
+    record = run_training(cfg, log=lambda msg: None)
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    return {"name": name, "cfg": cfg, "record": record, "model": record["_model"], "log": log, "out": out}
+
+
+def test_training_decreases_loss(trained):
+    log = trained["log"]
+    assert [r["step"] for r in log] == list(range(1, 11))
+    losses = [r["loss"] for r in log]
+    first, last = sum(losses[:2]) / 2, sum(losses[-2:]) / 2
+    assert last < first - MIN_LOSS_DROP, f"{trained['name']}: loss {first:.4f} -> {last:.4f} (lr {LR.get(trained['name'])})"
+    assert trained["record"]["status"] == "done"
+    assert trained["record"]["method"]["lr"] == LR.get(trained["name"], 1e-2)
+
+
+def test_trainable_parameter_count(trained):
+    from safetensors.torch import load_file
+
+    m = trained["record"]["method"]
+    trainable, total = m["trainable_params"], m["total_params"]
+    if trained["name"] == "full":
+        assert trainable == total
+    else:
+        assert 0 < trainable < total
+    # The checkpoint stores exactly the trained tensors, nothing more and nothing less.
+    saved = load_file(str(trained["out"] / "final" / "trainable.safetensors"))
+    assert sum(t.numel() for t in saved.values()) == trainable
+
+
+def test_merge_gives_plain_model_with_same_logits(trained, tiny_base):
+    base, tok = tiny_base
+    ids = _inputs(tok)
+    method = METHODS.get(trained["name"])(trained["cfg"].method.options)
+    wrapped = copy.deepcopy(trained["model"])
+    want = _logits(wrapped, ids)
+    # Training must have moved the model, or "merge == wrapped" would prove nothing.
+    assert float((want - _logits(base, ids)).abs().max()) > 1e-3
+    merged = method.merge(wrapped)
+    assert type(merged) is type(base), f"merge returned {type(merged).__name__}"
+    assert set(merged.state_dict()) == set(base.state_dict())
+    diff = float((_logits(merged, ids) - want).abs().max())
+    assert diff <= 1e-4, f"{trained['name']}: merged logits differ by {diff:.3g}"
+
+
+def test_load_run_model_reproduces_trained_model(trained, tiny_base):
+    from arena.experiment import load_run_model
+
+    _, tok = tiny_base
+    ids = _inputs(tok)
+    want = _logits(trained["model"], ids)
+    unmerged, _, cfg = load_run_model(trained["out"], merged=False)
+    assert cfg.method.name == trained["name"]
+    assert torch.equal(_logits(unmerged, ids), want)
+    merged, _, _ = load_run_model(trained["out"])
+    diff = float((_logits(merged, ids) - want).abs().max())
+    assert diff <= 1e-4, f"{trained['name']}: reloaded merged logits differ by {diff:.3g}"
