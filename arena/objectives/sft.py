@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from arena.objectives.base import OBJECTIVES, LossOutput, Objective, TrainContext
-from arena.objectives.losses import causal_lm_loss_sum
+from arena.objectives.losses import label_logits, token_ce_sum
 from arena.training.device import autocast
 from arena.training.packing import pack, tokenize_examples
 
@@ -66,10 +66,6 @@ class SFT(Objective):
     def loss(self, ctx: TrainContext, batch: dict) -> LossOutput:
         dev = ctx.device
         with autocast(dev, ctx.precision):
-            logits = ctx.model(
-                input_ids=batch["input_ids"].to(dev),
-                position_ids=batch["position_ids"].to(dev),
-                use_cache=False,
-            ).logits
-        loss_sum, n = causal_lm_loss_sum(logits, batch["labels"].to(dev))
-        return LossOutput(loss_sum, n)
+            logits, targets = label_logits(ctx.model, batch["input_ids"].to(dev), batch["labels"].to(dev),
+                                           position_ids=batch["position_ids"].to(dev))
+        return LossOutput(token_ce_sum(logits, targets), int(targets.numel()))
