@@ -155,6 +155,16 @@ def run_training(cfg: RunConfig, log: Callable[[str], None] = print) -> dict:
     t0 = time.perf_counter()
     model, tok, info = load_and_wrap(cfg, method, device)  # may raise ConfigError (shapes): nothing written yet
     t_load = time.perf_counter() - t0
+    ctx = TrainContext(model=model, tokenizer=tok, target=target, train=cfg.train, device=device,
+                       precision=precision, seed=cfg.train.seed)
+    # Read every data file (train set, held-out probe set) before the run folder exists: a
+    # malformed line is bad input (DataError), and bad input writes nothing.
+    t1 = time.perf_counter()
+    data_stats = objective.prepare(ctx)
+    t_data = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    base_probes = run_probes(cfg, model, tok, target, device, precision)
+    t_probe = time.perf_counter() - t2
     if out:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(dump_yaml(cfg))
@@ -174,17 +184,11 @@ def run_training(cfg: RunConfig, log: Callable[[str], None] = print) -> dict:
         "precision": precision,
         "environment": environment(),
     }
-    ctx = TrainContext(model=model, tokenizer=tok, target=target, train=cfg.train, device=device,
-                       precision=precision, seed=cfg.train.seed)
+    record["data"] = data_stats
+    record["probes"] = {"base": base_probes}
     try:
-        t1 = time.perf_counter()
-        record["data"] = objective.prepare(ctx)
-        t_data = time.perf_counter() - t1
         log(f"{method.name}: {trainable:,} trainable / {total:,} params; lr {lr:g}; {precision} on {device}; "
             f"{record['data'].get('examples', '?')} examples -> {record['data'].get('rows', '?')} rows")
-        t2 = time.perf_counter()
-        record["probes"] = {"base": run_probes(cfg, model, tok, target, device, precision)}
-        t_probe = time.perf_counter() - t2
         result = train(ctx, objective, method, out, lr)
         record["train"] = {k: v for k, v in asdict(result).items() if k != "history"}
         if out:

@@ -84,7 +84,7 @@ def tiny_overrides(*sets: str, **fields) -> list[str]:
     return out
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny_run_config():
     """Factory: `tiny_run_config("train.seed=3", method="oft", out=str(tmp_path / "run"))` -> RunConfig."""
     from arena.config import load_run_config

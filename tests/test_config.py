@@ -10,7 +10,7 @@ import yaml
 from arena.config import dump_yaml, load_run_config, run_config_from_dict
 from arena.errors import ArenaError, ConfigError
 
-from conftest import REPO
+REPO = Path(__file__).resolve().parents[1]
 
 BASE = ["model.name=tiny", "target.name=arith"]
 

@@ -78,16 +78,13 @@ def test_wrapped_at_init_equals_base(name, tiny_run_config, tiny_base):
 
 
 @pytest.fixture(scope="module", params=ALL_METHODS)
-def trained(request, tmp_path_factory):
+def trained(request, tmp_path_factory, tiny_run_config):
     """One 10-step run per method through the real experiment path, shared by the tests below."""
-    from arena.config import load_run_config
     from arena.experiment import run_training
-
-    from conftest import tiny_overrides
 
     name = request.param
     out = tmp_path_factory.mktemp(f"run-{name}") / "run"
-    cfg = load_run_config(None, tiny_overrides(method=name, train__lr=LR.get(name, 1e-2), out=str(out)))
+    cfg = tiny_run_config(method=name, train__lr=LR.get(name, 1e-2), out=str(out))
     record = run_training(cfg, log=lambda msg: None)
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     return {"name": name, "cfg": cfg, "record": record, "model": record["_model"], "log": log, "out": out}

@@ -144,7 +144,11 @@ def test_pack_is_deterministic_and_seeded(packed, tokenizer):
 
 
 def test_pack_rejects_empty_input():
-    with pytest.raises(ValueError, match="no training examples"):
+    from arena.errors import ArenaError
+
+    with pytest.raises(ArenaError, match="no training examples.*all 3 .*train.seq_len \\(64\\)"):
+        pack([], SEQ, 0, seed=0, n_dropped=3)
+    with pytest.raises(ArenaError, match="no training examples.*produced none"):
         pack([], SEQ, 0, seed=0)
 
 

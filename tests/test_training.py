@@ -142,15 +142,17 @@ def test_grad_accumulation_matches_one_big_batch(tiny_run_config, monkeypatch, t
 # -- numerical failure ----------------------------------------------------------------------------
 
 def _failing_run(tiny_run_config, tmp_path, monkeypatch, make_bad):
-    import arena.objectives.sft as sft
+    """Run with the objective's loss passed through `make_bad`; return (error, record.json, run folder)."""
+    from arena.objectives.base import LossOutput
+    from arena.objectives.sft import SFT
 
-    real = sft.causal_lm_loss_sum
+    real = SFT.loss
 
-    def bad_loss(logits, labels, *a, **kw):
-        loss, n = real(logits, labels, *a, **kw)
-        return make_bad(loss, logits), n
+    def bad_loss(self, ctx, batch):
+        out = real(self, ctx, batch)
+        return LossOutput(make_bad(out.loss_sum), out.n_tokens, out.metrics)
 
-    monkeypatch.setattr(sft, "causal_lm_loss_sum", bad_loss)
+    monkeypatch.setattr(SFT, "loss", bad_loss)
     out = tmp_path / "run"
     with pytest.raises(TrainingFailed) as info:
         run_training(tiny_run_config(out=str(out), method="lora", train__steps=3, probe__heldout=0), **QUIET)
@@ -159,7 +161,7 @@ def _failing_run(tiny_run_config, tmp_path, monkeypatch, make_bad):
 
 
 def test_nan_loss_fails_the_run_and_is_recorded(tiny_run_config, tmp_path, monkeypatch):
-    err, record, out = _failing_run(tiny_run_config, tmp_path, monkeypatch, lambda loss, logits: loss * float("nan"))
+    err, record, out = _failing_run(tiny_run_config, tmp_path, monkeypatch, lambda loss: loss * float("nan"))
     assert "non-finite loss" in str(err) and "step 0" in str(err)
     assert record["status"] == "failed"
     assert "TrainingFailed" in record["error"] and "non-finite loss" in record["error"]
@@ -167,10 +169,9 @@ def test_nan_loss_fails_the_run_and_is_recorded(tiny_run_config, tmp_path, monke
 
 
 def test_nan_gradient_fails_the_run(tiny_run_config, tmp_path, monkeypatch):
-    def nan_grad(loss, logits):
+    def nan_grad(loss):
         # Finite value, NaN gradient: the untaken torch.where branch backpropagates 0 * nan.
-        s = logits.float().sum()
-        return torch.where(torch.tensor(True), loss, torch.sqrt(-(s * s) - 1.0))
+        return torch.where(torch.tensor(True), loss, torch.sqrt(-(loss * loss) - 1.0))
 
     err, record, _ = _failing_run(tiny_run_config, tmp_path, monkeypatch, nan_grad)
     assert "non-finite gradient norm" in str(err)

@@ -8,6 +8,12 @@ from arena.errors import ConfigError
 from arena.methods.base import METHODS, PeftMethod, parse_target_modules
 
 
+def _fbd_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 @METHODS.register("boft")
 class BOFT(PeftMethod):
     name = "boft"
@@ -18,7 +24,7 @@ class BOFT(PeftMethod):
     @dataclass
     class Options:
         block_size: int = 8
-        n_butterfly_factor: int = 2
+        n_butterfly_factor: int = 1
         dropout: float = 0.0
         target_modules: str = "all-linear"
 
@@ -27,6 +33,11 @@ class BOFT(PeftMethod):
                 raise ConfigError("block_size", self.block_size, "must be a positive integer")
             if self.n_butterfly_factor < 1:
                 raise ConfigError("n_butterfly_factor", self.n_butterfly_factor, "must be >= 1")
+            if self.n_butterfly_factor > 1 and not _fbd_available():
+                # peft needs its compiled CUDA extension for butterfly factors > 1 and otherwise
+                # silently trains with factor 1 while the config says more: refuse instead.
+                raise ConfigError("n_butterfly_factor", self.n_butterfly_factor,
+                                  "factors > 1 need peft's BOFT CUDA extension (a CUDA GPU with a build toolchain); use 1 here")
             parse_target_modules(self.target_modules)
 
     def peft_config(self, model, total_steps):

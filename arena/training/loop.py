@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,7 +63,9 @@ def train(ctx: TrainContext, objective: Objective, method, out_dir: Path | None,
         method.load_trainable_state_dict(model, trainable)
         start = state["step"]
         sched.last_epoch = start - 1
-        sched.step()  # re-derive the LR for `start` from the pure schedule
+        with warnings.catch_warnings():  # "step() before optimizer.step()": intended on resume
+            warnings.simplefilter("ignore", UserWarning)
+            sched.step()  # re-derive the LR for `start` from the pure schedule
         _truncate_log(log_path, start)
 
     history, tokens, loss_tokens = [], 0, 0

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from arena.errors import DataError
+
 IGNORE = -100
 
 
@@ -101,7 +103,10 @@ class PackedData:
 def pack(examples: list[TokenizedExample], seq_len: int, pad_id: int, seed: int, n_dropped: int = 0) -> PackedData:
     """Pack tokenized examples into rows; row order is shuffled with `seed`."""
     if not examples:
-        raise ValueError("no training examples left after tokenization (all longer than train.seq_len?)")
+        # Bad input (a user-fixable setting), not a bug: an ArenaError, so the CLI says so in one line.
+        why = (f"all {n_dropped} have a prompt of at least train.seq_len ({seq_len}) tokens; raise train.seq_len"
+               if n_dropped else "the target produced none")
+        raise DataError(f"no training examples left after tokenization: {why}")
     bins = best_fit_bins([len(e.input_ids) for e in examples], seq_len)
     perm = np.random.default_rng(seed).permutation(len(bins))
     n = len(bins)
