@@ -120,7 +120,7 @@ class PeftMethod(Method):
         found = targeted_linears(model, parse_target_modules(tm))
         if not found:
             leaves = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
-            raise ConfigError(f"method.target_modules", tm, f"matches no Linear layer; available: {', '.join(leaves)}, or all-linear")
+            raise ConfigError("method.target_modules", tm, f"matches no Linear layer; available: {', '.join(leaves)}, or all-linear")
 
     def wrap(self, model: torch.nn.Module, total_steps: int) -> torch.nn.Module:
         from peft import get_peft_model

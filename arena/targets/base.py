@@ -52,4 +52,34 @@ class Target:
         return {"name": self.name, "description": self.description}
 
 
+@dataclass
+class CappedOptions:
+    """Options shared by file-backed targets: a cap on training examples after the seeded shuffle."""
+
+    max_train_examples: Optional[int] = 2000  # None: every training example
+
+    def __post_init__(self):
+        from arena.errors import ConfigError
+
+        if self.max_train_examples is not None and self.max_train_examples <= 0:
+            raise ConfigError("max_train_examples", self.max_train_examples, "must be a positive integer or null (all)")
+
+
+class FileTarget(Target):
+    """A target read from files in the data folder; subclasses list them in `_files()`."""
+
+    def _files(self) -> list[str]:
+        raise NotImplementedError
+
+    def _path(self, rel: str):
+        from arena.data.io import data_file
+
+        return data_file(self.data_dir, rel, needed_by=f"target {self.name!r}")
+
+    def check_data(self) -> None:
+        from arena.data.io import check_files
+
+        check_files(self.data_dir, self._files(), needed_by=f"target {self.name!r}")
+
+
 TARGETS: Registry[type[Target]] = Registry("target")

@@ -13,17 +13,15 @@ from dataclasses import dataclass
 from typing import Optional
 
 from arena.data.io import (
-    check_files,
     count_lines,
-    data_file,
     file_summary,
     iter_jsonl,
     normalize_text,
     stable_shuffle,
 )
-from arena.errors import ConfigError, DataError
+from arena.errors import DataError
 from arena.schema import to_dict
-from arena.targets.base import TARGETS, Example, Target
+from arena.targets.base import TARGETS, CappedOptions, Example, FileTarget
 
 GSM8K_TRAIN = "gsm8k/train.jsonl"
 GSM8K_TEST = "gsm8k/test.jsonl"
@@ -86,30 +84,19 @@ def last_boxed(text: str) -> Optional[str]:
 
 
 @TARGETS.register("math")
-class MathTarget(Target):
+class MathTarget(FileTarget):
     name = "math"
     description = "GSM8K train (+ optional MATH non-MATH-500 problems); held-out GSM8K test; eval GSM8K, MATH-500"
 
     @dataclass
-    class Options:
-        max_train_examples: Optional[int] = 2000  # None: every training example
+    class Options(CappedOptions):
         include_math_extra: bool = False
-
-        def __post_init__(self):
-            if self.max_train_examples is not None and self.max_train_examples <= 0:
-                raise ConfigError("max_train_examples", self.max_train_examples, "must be a positive integer or null (all)")
 
     def _files(self) -> list[str]:
         files = [GSM8K_TRAIN, GSM8K_TEST]
         if self.options.include_math_extra:
             files += [MATH_FULL, MATH_500]
         return files
-
-    def _path(self, rel: str):
-        return data_file(self.data_dir, rel, needed_by="target 'math'")
-
-    def check_data(self) -> None:
-        check_files(self.data_dir, self._files(), needed_by="target 'math'")
 
     def _gsm8k(self, rel: str, source: str) -> list[Example]:
         path = self._path(rel)

@@ -8,21 +8,18 @@ items, which must be removed by PMID before training.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 from arena.data.io import (
-    check_files,
     count_lines,
-    data_file,
     file_summary,
     iter_jsonl,
     read_json,
     stable_shuffle,
     stratified_subset,
 )
-from arena.errors import ConfigError, DataError
+from arena.errors import DataError
 from arena.schema import to_dict
-from arena.targets.base import TARGETS, Example, Target
+from arena.targets.base import TARGETS, CappedOptions, Example, FileTarget
 
 MEDMCQA = "medmcqa/dev.json"  # JSON Lines despite the name
 PUBMEDQA_ALL = "pubmedqa/ori_pqal.json"
@@ -73,30 +70,19 @@ def pubmedqa_example(pmid: str, rec: dict, path) -> Example:
 
 
 @TARGETS.register("medical")
-class MedicalTarget(Target):
+class MedicalTarget(FileTarget):
     name = "medical"
     description = "MedMCQA dev + 500 non-test PubMedQA items; held-out MedQA test; eval MedQA (4 options), PubMedQA"
 
     @dataclass
-    class Options:
-        max_train_examples: Optional[int] = 2000  # None: every training example
+    class Options(CappedOptions):
         include_pubmedqa: bool = True
-
-        def __post_init__(self):
-            if self.max_train_examples is not None and self.max_train_examples <= 0:
-                raise ConfigError("max_train_examples", self.max_train_examples, "must be a positive integer or null (all)")
 
     def _files(self) -> list[str]:
         files = [MEDMCQA, MEDQA_TEST]
         if self.options.include_pubmedqa:
             files += [PUBMEDQA_ALL, PUBMEDQA_TEST]
         return files
-
-    def _path(self, rel: str):
-        return data_file(self.data_dir, rel, needed_by="target 'medical'")
-
-    def check_data(self) -> None:
-        check_files(self.data_dir, self._files(), needed_by="target 'medical'")
 
     def _medmcqa(self) -> list[Example]:
         path = self._path(MEDMCQA)
