@@ -76,6 +76,29 @@ def test_resume_after_interrupt_is_bitwise_identical(tiny_run_config, tmp_path, 
     _assert_same_weights(_weights(run_a), _weights(run_b))
 
 
+def test_restart_without_checkpoint_logs_each_step_once(tiny_run_config, tmp_path, monkeypatch):
+    """A run killed before its first checkpoint restarts at step 0: the killed attempt's log lines go."""
+    from arena.objectives.sft import SFT
+
+    sets = dict(method="lora", train__lr=1e-2, train__steps=4, probe__heldout=0)
+    run = tmp_path / "r"
+    real_batches = SFT.batches
+
+    def dying_batches(self, ctx, step):
+        if step == 2:
+            raise KeyboardInterrupt
+        return real_batches(self, ctx, step)
+
+    monkeypatch.setattr(SFT, "batches", dying_batches)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(tiny_run_config(out=str(run), **sets), **QUIET)
+    monkeypatch.setattr(SFT, "batches", real_batches)
+    assert [r["step"] for r in _log(run)] == [1, 2]
+    rec = run_training(tiny_run_config(out=str(run), **sets), **QUIET)
+    assert rec["train"]["resumed_from"] == 0
+    assert [r["step"] for r in _log(run)] == [1, 2, 3, 4]
+
+
 # -- reproducibility --------------------------------------------------------------------------
 
 def test_same_seed_same_losses_different_seed_different(tiny_run_config, tmp_path):

@@ -66,6 +66,9 @@ def train(ctx: TrainContext, objective: Objective, method, out_dir: Path | None,
         with warnings.catch_warnings():  # "step() before optimizer.step()": intended on resume
             warnings.simplefilter("ignore", UserWarning)
             sched.step()  # re-derive the LR for `start` from the pure schedule
+    if log_path is not None:
+        # Steps logged after the checkpoint we restart from (or all of them, when a killed run had
+        # no checkpoint yet) are redone: drop them so every step is logged exactly once.
         _truncate_log(log_path, start)
 
     history, tokens, loss_tokens = [], 0, 0

@@ -1,0 +1,233 @@
+"""`arena report`: a method-selection report from the records under a folder, as HTML or Markdown.
+
+HTML is self-contained (plotly.js inlined once, tables and text inline) and renders offline.
+Everything in it is derived from the records: the leaderboard, the Pareto plot, recommendations
+per scenario with the numbers that justify them, matched-plasticity comparisons along interpolation
+paths, and optionally the paper's table layout beside its published numbers.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+import pandas as pd
+
+from dashboard import processing as P
+
+LB_COLUMNS = ["model", "target", "objective", "label", "seeds", "{x}", "{x}_err", "{y}", "{y}_err", "forgetting_per_gain",
+              "pareto", "trainable_params", "train_s", "peak_memory_mb", "err_kind"]
+
+
+@dataclass
+class ReportData:
+    root: Path
+    results: P.Results
+    scale: str
+    leaderboard: pd.DataFrame
+    recommendations: list
+    curves: pd.DataFrame
+    matched: dict
+    paper: Optional[dict] = None
+    notes: list = field(default_factory=list)
+    created: str = ""
+
+
+def build(root, scale: str = "auto", paper: Optional[str] = None, budget: Optional[float] = None) -> ReportData:
+    from arena.reports.recommend import recommend
+
+    res = P.load_results(root)
+    done = res.done
+    scale = P.pick_scale(done) if scale == "auto" else scale
+    lb = P.leaderboard(done, scale) if len(done) else pd.DataFrame()
+    curves = P.interpolation_curves(res)
+    if len(curves):
+        curves = curves[curves["key"].isin(set(done["key"]))]
+    matched = P.matched_plasticity(curves)
+    notes = []
+    if scale == "proxy":
+        notes.append("Axes: continuous proxies — plasticity = drop of held-out target NLL, forgetting = general ΔCE "
+                     "(rise of NLL on the base model's own responses to general prompts). Used because the target "
+                     "accuracies are at the floor or missing.")
+    else:
+        notes.append("Axes: lm-eval accuracies — target gain = tuned − base target axis; forgetting = base − tuned "
+                     "general axis (IFEval, BBH, NQ-open).")
+    if len(lb) and (lb["seeds"] < 2).any():
+        notes.append("Some methods have one seed: training-seed variance was not measured; error bars are the "
+                     "evaluation's standard errors only, and differences within about two of them are noise.")
+    limits = sorted({str(int(v)) if isinstance(v, (int, float)) and float(v).is_integer() else str(v)
+                     for v in done.get("eval_limit", pd.Series(dtype=object)).dropna()}) if len(done) else []
+    if limits:
+        notes.append(f"Evaluation subsets: {', '.join(limits)} documents per benchmark (seeded); small subsets "
+                     "make every accuracy coarse.")
+    bad = res.df[res.df["state"] != "done"] if len(res.df) else res.df
+    if len(bad):
+        notes.append(f"{len(bad)} run(s) are not results and are left out: " +
+                     ", ".join(f"{r.run_id} ({r.state}{': ' + str(r.error)[:120] if isinstance(r.error, str) else ''})"
+                               for r in bad.itertuples()))
+    notes += [f"skipped: {w}" for w in res.warnings]
+    pdata = None
+    if paper:
+        from arena.reports.paper import PAPER, paper_table
+
+        if paper != PAPER:
+            from arena.errors import ArenaError
+
+            raise ArenaError(f"--paper {paper!r}: known: {PAPER}")
+        pdata = paper_table(lb, scale)
+    return ReportData(root=Path(root), results=res, scale=scale, leaderboard=lb,
+                      recommendations=recommend(lb, scale, done, budget), curves=curves, matched=matched,
+                      paper=pdata, notes=notes, created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+
+def _lb_columns(data: ReportData) -> list[str]:
+    s = P.SCALES[data.scale]
+    return [c.format(x=s["x"], y=s["y"]) for c in LB_COLUMNS]
+
+
+def _group_title(g: dict) -> str:
+    return f"{g['model']} · {g['target']} · {g['objective']}"
+
+
+# ------------------------------------------------------------------ markdown
+
+def to_markdown(data: ReportData) -> str:
+    s = P.SCALES[data.scale]
+    out = [f"# Method-selection report — {data.root}", "", f"_generated {data.created} from "
+           f"{len(data.results.done)} finished run(s)_", ""]
+    out += [f"- {n}" for n in data.notes] + [""]
+    if not len(data.leaderboard):
+        out.append("No finished runs: nothing to compare yet.")
+        return "\n".join(out) + "\n"
+    out += ["## Recommendations", ""]
+    for r in data.recommendations:
+        out.append(f"### {r['scenario']} ({r['model']} · {r['target']} · {r['objective']})")
+        out.append(f"**{r['pick'] or 'no pick'}** — {r['why']}")
+        out.append("")
+    out += ["## Leaderboard", "", f"x = {s['x_label']}; y = {s['y_label']}; ± = `err_kind`.", "",
+            P.to_markdown(data.leaderboard, _lb_columns(data)), ""]
+    out += _matched_md(data)
+    if data.paper:
+        out += _paper_md(data)
+    out.append("Plots: see the HTML report (`arena report DIR --format html`).")
+    return "\n".join(out) + "\n"
+
+
+def _matched_md(data: ReportData) -> list[str]:
+    out = []
+    for g in data.matched.get("groups", []):
+        out += [f"## Matched plasticity — {_group_title(g)} ({g['path']} path)", ""]
+        if not len(g.get("methods", [])):
+            out += [g.get("note", ""), ""]
+            continue
+        out += [f"Forgetting read off each interpolation path at a common target gain of {g['level']:.4g} "
+                "(the largest gain every path reaches; linear in α between scored points).", "",
+                P.to_markdown(g["methods"]), ""]
+        if len(g.get("pairs", [])):
+            out += [P.to_markdown(g["pairs"]), ""]
+        out += [f"_{g['note']}_", ""]
+    return out
+
+
+def _paper_md(data: ReportData) -> list[str]:
+    from arena.reports.paper import CITATION
+
+    out = ["## Against the paper (PEFT-Arena)", "", f"Published: {CITATION}. Measured with lm-eval, not OpenCompass/vLLM: "
+           "compare orderings (rank correlation), not digits."]
+    if data.scale == "proxy":
+        out.append("Measured columns are on the proxy scale (plasticity, −ΔCE): only the orderings are comparable.")
+    out.append("")
+    for g in data.paper["groups"]:
+        out += [f"### {g['model']} · {g['target']}" + ("" if g["matched_column"] else
+                                                     " (no published column for this model: compared with every "
+                                                     "column of the same target)"), "",
+                P.to_markdown(g["table"]), "", "Rank correlation of method orderings:", "",
+                P.to_markdown(g["correlations"]), ""]
+    return out
+
+
+# ------------------------------------------------------------------ html
+
+CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;font-size:13px;margin:0.5em 0}th,td{border:1px solid #ccc;padding:3px 6px;text-align:right}
+th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}.note{color:#555}.pick{font-weight:bold}
+.rec{border-left:4px solid #1f77b4;padding:0.3em 0.8em;margin:0.8em 0;background:#f8fbff}.noise{color:#a15c00}"""
+
+
+def _table_html(df: pd.DataFrame, columns: Optional[list] = None) -> str:
+    cols = [c for c in (columns or df.columns) if c in df]
+    if not len(df) or not cols:
+        return "<p><em>(no rows)</em></p>"
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(P._fmt(r[c]))}</td>" for c in cols) + "</tr>"
+                   for _, r in df.iterrows())
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def to_html(data: ReportData) -> str:
+    from dashboard import plots
+
+    parts: list[str] = []
+    figs = 0
+
+    def fig_html(fig) -> str:
+        nonlocal figs
+        figs += 1
+        # plotly.js inlined once (the first figure), so the page renders offline and stays one file
+        return fig.to_html(full_html=False, include_plotlyjs=True if figs == 1 else False,
+                           div_id=f"fig{figs}", config={"displaylogo": False})
+
+    e = html.escape
+    parts.append(f"<h1>Method-selection report</h1><p class='note'>{e(str(data.root))} · generated {e(data.created)} "
+                 f"· {len(data.results.done)} finished run(s)</p>")
+    parts.append("<ul>" + "".join(f"<li class='note'>{e(n)}</li>" for n in data.notes) + "</ul>")
+    if not len(data.leaderboard):
+        parts.append("<p>No finished runs: nothing to compare yet.</p>")
+    else:
+        parts.append("<h2>Pareto plot</h2>")
+        for (model, target, objective), g in data.leaderboard.groupby(["model", "target", "objective"], dropna=False):
+            parts.append(fig_html(plots.pareto_figure(g.reset_index(drop=True), data.scale,
+                                                      f"{model} · {target} · {objective}: target vs general")))
+        parts.append("<h2>Recommendations</h2>")
+        for r in data.recommendations:
+            noise = " <span class='noise'>(within noise of the runner-up)</span>" if r.get("within_noise") else ""
+            parts.append(f"<div class='rec'><h3>{e(r['scenario'])} <small>({e(str(r['model']))} · {e(str(r['target']))} · "
+                         f"{e(str(r['objective']))})</small></h3><p><span class='pick'>{e(str(r['pick'] or 'no pick'))}</span>"
+                         f"{noise} — {e(r['why'])}</p></div>")
+        s = P.SCALES[data.scale]
+        parts.append(f"<h2>Leaderboard</h2><p class='note'>x = {e(s['x_label'])}; y = {e(s['y_label'])}</p>")
+        parts.append(_table_html(data.leaderboard, _lb_columns(data)))
+        if len(data.curves):
+            parts.append("<h2>Interpolation and matched plasticity</h2>")
+            for g in data.matched.get("groups", []):
+                c = data.curves[(data.curves["path"] == g["path"]) & (data.curves["target"] == g["target"])
+                                & (data.curves["model"] == g["model"]) & (data.curves["objective"] == g["objective"])]
+                parts.append(fig_html(plots.interpolation_figure(c, g.get("level"))))
+                if len(g.get("methods", [])):
+                    parts.append(f"<p>Forgetting at a common target gain of {g['level']:.4g} ({e(_group_title(g))}, "
+                                 f"{e(g['path'])} path):</p>" + _table_html(g["methods"]))
+                    if len(g.get("pairs", [])):
+                        parts.append(_table_html(g["pairs"]))
+                parts.append(f"<p class='note'>{e(g.get('note', ''))}</p>")
+        if data.paper:
+            from arena.reports.paper import CITATION
+
+            parts.append(f"<h2>Against the paper (PEFT-Arena)</h2><p class='note'>Published: {e(CITATION)}. Measured "
+                         "with lm-eval, not OpenCompass/vLLM: compare orderings (rank correlation), not digits.</p>")
+            for g in data.paper["groups"]:
+                parts.append(f"<h3>{e(str(g['model']))} · {e(str(g['target']))}</h3>" + _table_html(g["table"]))
+                parts.append("<p>Rank correlation of method orderings:</p>" + _table_html(g["correlations"]))
+    return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>arena report</title>"
+            f"<style>{CSS}</style></head><body>" + "\n".join(parts) + "</body></html>\n")
+
+
+def render(root, fmt: str = "html", **kw) -> str:
+    data = build(root, **kw)
+    if fmt == "html":
+        return to_html(data)
+    if fmt in ("md", "markdown"):
+        return to_markdown(data)
+    raise ValueError(f"unknown report format {fmt!r}; allowed: html, md")

@@ -1,0 +1,209 @@
+"""The arena results dashboard (Streamlit). Read-only: it reads record.json files and writes nothing.
+
+    arena dashboard --results results/          # binds 127.0.0.1
+    streamlit run dashboard/app.py -- --results results/quickstart
+
+The results folder comes from `--results` after `--`, else ARENA_RESULTS, else ./results.
+Imports only the pure layers (dashboard.processing, dashboard.plots): no torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import plots
+from dashboard import processing as P
+
+STATE_ORDER = ["done", "incomplete", "interrupted", "failed", "running"]
+
+
+def results_dir() -> Path:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--results")
+    args, _ = p.parse_known_args(sys.argv[1:])
+    return Path(args.results or os.environ.get("ARENA_RESULTS") or "results")
+
+
+def sidebar_filters(df: pd.DataFrame) -> tuple[dict, str]:
+    st.sidebar.header("Filters")
+    sel = {}
+    for col, name in (("model", "model"), ("target", "target"), ("objective", "objective"), ("label", "method")):
+        opts = P.options(df, col)
+        sel[col] = st.sidebar.multiselect(name, opts, default=[], key=f"f_{col}", placeholder="all")
+    scales = [s for s in P.SCALES if P.has_scale(df, s)] or list(P.SCALES)
+    default = P.pick_scale(df)
+    scale = st.sidebar.radio("axes", scales, index=scales.index(default) if default in scales else 0, key="scale",
+                             help="accuracy: lm-eval benchmark accuracies; proxy: continuous NLL proxies "
+                                  "(general ΔCE, held-out target NLL) — the axes that move on a 135M model")
+    return sel, scale
+
+
+def leaderboard_tab(lb: pd.DataFrame, scale: str) -> None:
+    s = P.SCALES[scale]
+    if not len(lb):
+        st.info("No finished runs match the filters yet.")
+        return
+    cols = ["model", "target", "objective", "label", "seeds", s["x"], s["x"] + "_err", s["y"], s["y"] + "_err",
+            "forgetting_per_gain", "pareto", "trainable_params", "trainable_fraction", "train_s", "wall_s",
+            "peak_memory_mb", "err_kind"]
+    other = "proxy" if scale == "accuracy" else "accuracy"
+    cols += [c for c in (P.SCALES[other]["x"], P.SCALES[other]["y"]) if c in lb]
+    cols += [c for c in lb.columns if c.startswith("bench_delta:")]
+    view = lb[[c for c in cols if c in lb]]
+    st.dataframe(view, hide_index=True, width="stretch",
+                 column_config={s["x"]: st.column_config.NumberColumn(s["x_label"], format="%.4f"),
+                                s["y"]: st.column_config.NumberColumn(s["y_label"], format="%.4f"),
+                                "pareto": st.column_config.CheckboxColumn("Pareto"),
+                                "trainable_params": st.column_config.NumberColumn("trainable params", format="%d")})
+    kinds = set(lb.get("err_kind", pd.Series(dtype=str)).dropna())
+    if any("1 seed" in k for k in kinds):
+        st.caption("± = the evaluation's standard error. One seed per method: training-seed variance was not "
+                   "measured; differences smaller than about two SE are noise.")
+    else:
+        st.caption("± = standard error of the mean over seeds (seed and evaluation noise together).")
+    c1, c2, c3, c4 = st.columns(4)
+    for col, fmt, mime in ((c1, "csv", "text/csv"), (c2, "json", "application/json"), (c3, "md", "text/markdown"),
+                           (c4, "tex", "text/x-tex")):
+        col.download_button(f"download {fmt}", P.export(lb, fmt), file_name=f"leaderboard.{fmt}", mime=mime,
+                            key=f"dl_{fmt}")
+
+
+def pareto_tab(lb: pd.DataFrame, scale: str) -> None:
+    if not len(lb):
+        st.info("No finished runs to plot.")
+        return
+    groups = lb.groupby(["model", "target", "objective"], dropna=False)
+    for (model, target, objective), g in groups:
+        st.plotly_chart(plots.pareto_figure(g.reset_index(drop=True), scale,
+                                            f"{model} · {target} · {objective}: target vs general"),
+                        key=f"pareto_{model}_{target}_{objective}")
+    st.caption("Stars: on the Pareto front (no other method is better on both axes). Error bars as in the leaderboard.")
+
+
+def interpolation_tab(res: P.Results, keys: set) -> None:
+    curves = P.interpolation_curves(res)
+    curves = curves[curves["key"].isin(keys)] if len(curves) else curves
+    if not len(curves):
+        st.info("No interpolation curves among the selected runs (sweep config: interpolation.enabled).")
+        return
+    matched = P.matched_plasticity(curves)
+    for i, g in enumerate(matched["groups"]):
+        c = curves[(curves["target"] == g["target"]) & (curves["path"] == g["path"]) & (curves["model"] == g["model"])
+                   & (curves["objective"] == g["objective"])]
+        st.plotly_chart(plots.interpolation_figure(c, g.get("level")), key=f"interp_{i}")
+        st.markdown(f"**Matched plasticity** ({g['model']} · {g['target']} · {g['objective']}, {g['path']} path): "
+                    f"forgetting read off each path at target gain **{g['level']:.4g}**.")
+        if len(g["methods"]):
+            st.dataframe(g["methods"], hide_index=True, key=f"matched_{i}")
+        if len(g.get("pairs", [])):
+            st.dataframe(g["pairs"], hide_index=True, key=f"pairs_{i}")
+        st.caption(g["note"])
+
+
+def diagnostics_tab(done: pd.DataFrame, res: P.Results, scale: str) -> None:
+    diag_cols = [c for c in done.columns if c.startswith(P.DIAG_PREFIX)]
+    if not diag_cols:
+        st.info("No diagnostics among the selected runs (sweep config: diagnostics.enabled).")
+        return
+    against = P.SCALES[scale]["y"]
+    corr = P.metric_correlations(done, against, diag_cols)
+    st.markdown(f"**Metric vs forgetting across runs** ({against}; n = runs with both)")
+    st.dataframe(corr, hide_index=True, key="corr")
+    if len(done) < 3:
+        st.caption("Correlations need at least 3 runs.")
+    metric = st.selectbox("metric", diag_cols, format_func=lambda c: c.removeprefix(P.DIAG_PREFIX), key="diag_metric")
+    r = corr[corr["metric"] == metric.removeprefix(P.DIAG_PREFIX)]
+    st.plotly_chart(plots.metric_scatter(done, metric, against, r.iloc[0].to_dict() if len(r) else None), key="diag_scatter")
+    run = st.selectbox("per-module metrics of run", list(done["key"]), key="diag_run")
+    if run:
+        st.dataframe(P.module_table(res.records[run]), hide_index=True, key="modules")
+
+
+def detail_tab(df: pd.DataFrame, res: P.Results) -> None:
+    keys = list(df["key"])
+    if not keys:
+        st.info("No runs.")
+        return
+    key = st.selectbox("run", keys, key="detail_run")
+    rec = res.records[key]
+    row = df[df["key"] == key].iloc[0]
+    st.markdown(f"**{row['run_id']}** — state **{row['state']}**, method {row['label']}, target {row['target']}, "
+                f"seed {row['seed']}")
+    if row["state"] != "done" and isinstance(row.get("error"), str):
+        st.error(f"{row['state']}: {row['error']}")
+        if rec.get("traceback"):
+            st.code(rec["traceback"][-3000:], language="text")
+    c1, c2 = st.columns(2)
+    with c1:
+        st.plotly_chart(plots.loss_figure(P.train_log(res.root / key)), key="loss")
+    with c2:
+        bt = P.benchmark_table(rec)
+        if len(bt):
+            st.dataframe(bt, hide_index=True, key="bench")
+        else:
+            st.caption("No evaluation in this record.")
+    with st.expander("resolved config"):
+        st.json(rec.get("config") or {})
+    with st.expander("record (without per-document units)"):
+        st.json(json.loads(json.dumps(_strip(rec), default=str)))
+
+
+def _strip(rec: dict) -> dict:
+    out = {k: v for k, v in rec.items() if k not in ("eval", "diagnostics")}
+    if "eval" in rec:
+        out["eval"] = {"compare": (rec["eval"] or {}).get("compare")}
+    if "diagnostics" in rec:
+        out["diagnostics"] = {"summary": (rec["diagnostics"] or {}).get("summary")}
+    return out
+
+
+def status_tab(df: pd.DataFrame, res: P.Results) -> None:
+    counts = df["state"].value_counts() if len(df) else pd.Series(dtype=int)
+    st.write(", ".join(f"{counts.get(s, 0)} {s}" for s in STATE_ORDER if counts.get(s, 0)) or "no runs")
+    cols = [c for c in ("run_id", "sweep", "state", "label", "target", "objective", "seed", "error") if c in df]
+    st.dataframe(df[cols], hide_index=True, key="status")
+    for w in res.warnings:
+        st.warning(w)
+
+
+def main() -> None:
+    st.set_page_config(page_title="arena results", layout="wide")
+    root = results_dir()
+    st.title("arena — results")
+    res = P.load_results(root)
+    st.caption(f"{root.resolve()} · {len(res.df)} run folder(s) · read-only")
+    for w in res.warnings:
+        st.warning(w)
+    if not len(res.df):
+        st.info(f"No runs under {root} yet. Start a sweep: `arena sweep configs/quickstart.yaml`.")
+        return
+    sel, scale = sidebar_filters(res.df)
+    df = P.filter_runs(res.df, **sel)
+    done = df[df["state"] == "done"]
+    lb = P.leaderboard(done, scale) if len(done) else pd.DataFrame()
+    n_bad = int((df["state"] != "done").sum())
+    if n_bad:
+        st.warning(f"{n_bad} run(s) are not finished results (failed, interrupted or incomplete): see Status.")
+    tabs = st.tabs(["Leaderboard", "Pareto", "Interpolation", "Diagnostics", "Run detail", "Status"])
+    with tabs[0]:
+        leaderboard_tab(lb, scale)
+    with tabs[1]:
+        pareto_tab(lb, scale)
+    with tabs[2]:
+        interpolation_tab(res, set(done["key"]))
+    with tabs[3]:
+        diagnostics_tab(done, res, scale)
+    with tabs[4]:
+        detail_tab(df, res)
+    with tabs[5]:
+        status_tab(df, res)
+
+
+main()

@@ -1,0 +1,194 @@
+"""The steps of one run, in the worker process: train, then eval / diagnostics / interpolation.
+
+Each step is a call into the library's public functions (`run_training`, `evaluation.api`,
+`analysis.diagnostics.analyze_run`, `analysis.interpolation.interpolate_run`); runners never reach
+into the core. Each stage's outcome is stored under record["sweep"]["stages"][name] with the
+fingerprint of its settings, so a resumed sweep knows exactly which stages are still to do.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from arena.sweep_config import RunSpec, stage_fingerprint
+
+Log = Callable[[str], None]
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def run_config(spec: RunSpec, run_dir: Path):
+    from arena.config import run_config_from_dict
+
+    d = dict(spec.config)
+    d["out"] = str(run_dir)
+    d["train"] = {**d["train"], "progress": False}
+    if THREADS:  # chosen by the worker (runner.threads); threads are not part of a run's identity
+        d["train"]["threads"] = THREADS
+    return run_config_from_dict(d)
+
+
+THREADS = 0  # set by runners.worker from runner.threads (0: the run's own train.threads)
+
+
+def pick_threads(setting: str, log: Log) -> int:
+    """runner.threads -> a thread count. "auto": time the same matmul with 1 thread and with every
+    core, alternating, and keep more threads only when they are clearly (>= 15%) faster."""
+    import os
+
+    import torch
+
+    cores = os.cpu_count() or 1
+    if setting != "auto":
+        return int(setting)
+    if cores == 1:
+        return 1
+    x, w = torch.randn(256, 576), torch.randn(576, 1536)
+    best = {1: float("inf"), cores: float("inf")}
+    for _ in range(3):
+        for th in best:
+            torch.set_num_threads(th)
+            x @ w
+            t0 = time.perf_counter()
+            for _ in range(10):
+                x @ w
+            best[th] = min(best[th], time.perf_counter() - t0)
+    chosen = cores if best[cores] < 0.85 * best[1] else 1
+    log(f"threads: auto -> {chosen} (matmul 1 thread {1e3 * best[1]:.1f} ms, {cores} threads {1e3 * best[cores]:.1f} ms)")
+    torch.set_num_threads(chosen)
+    return chosen
+
+
+def train(spec: RunSpec, run_dir: Path, log: Log) -> dict:
+    from arena.experiment import run_training
+
+    cfg = run_config(spec, run_dir)
+    if cfg.train.threads:
+        import torch
+
+        torch.set_num_threads(cfg.train.threads)
+    record = run_training(cfg, log=log)
+    record.pop("_model", None)
+    return record
+
+
+def _device(spec: RunSpec):
+    from arena.training.device import pick_device
+
+    return pick_device(spec.config["train"].get("device", "auto"))
+
+
+def eval_stage(spec: RunSpec, run_dir: Path, settings: dict, log: Log) -> dict:
+    """`arena eval --run` with the sweep's settings; the base side comes from the shared base cache."""
+    from arena.config import resolve_data_dir
+    from arena.evaluation.api import base_scores, compare, evaluate_model
+    from arena.evaluation.proxies import ProxySettings
+    from arena.evaluation.record import store_eval
+    from arena.evaluation.runner import RunSettings
+    from arena.evaluation.tasks import TaskOptions
+    from arena.experiment import build_components, load_run_model
+
+    device = _device(spec)
+    model, tok, cfg = load_run_model(run_dir, merged=True, device=device)
+    data_dir = cfg.data_dir if cfg.data_dir and Path(cfg.data_dir).is_dir() else resolve_data_dir(None)
+    _, target, _ = build_components(cfg, check_data=False)
+    target.data_dir = data_dir
+    chat = {"auto": None, "on": True, "off": False}[settings.get("chat_template", "auto")]
+    opts = TaskOptions(bbh_variant=settings["bbh_variant"], bbh_shots=settings.get("bbh_shots"),
+                       max_gen_toks=dict(settings.get("max_gen_toks") or {}))
+    rs = RunSettings(limit=settings["limit"], seed=settings["seed"], batch_size=settings["batch_size"],
+                     chat_template=chat, precision=settings["precision"], options=opts)
+    proxies = ProxySettings(**settings.get("proxy", {})) if settings.get("proxies", True) else False
+    common = dict(suites=list(settings["suites"]), limit=settings["limit"], seed=settings["seed"], device=device,
+                  tasks=settings.get("tasks"), settings=rs, proxies=proxies, log=log)
+    base = base_scores(cfg.model.name, target=target, data_dir=data_dir, revision=cfg.model.revision, **common)
+    tuned = evaluate_model(model, tok, target=target, data_dir=data_dir, reference=base.get("reference"),
+                           model_id={"run": str(run_dir.resolve()), "base": base["model"], "method": cfg.method.name},
+                           **common)
+    cmp = compare(base, tuned)
+    store_eval(run_dir, base, tuned, cmp, argv=["sweep", spec.run_id])
+    c = base.get("cache") or {}
+    return {"base_cache_hits": len(c.get("hits", [])), "base_cache_misses": len(c.get("misses", []))}
+
+
+def diagnostics_stage(spec: RunSpec, run_dir: Path, settings: dict, log: Log) -> dict:
+    from arena.analysis.diagnostics import analyze_run
+
+    analyze_run(run_dir, settings.get("modules"), max_prompts=settings["max_prompts"], max_tokens=settings["max_tokens"],
+                max_length=settings["max_length"], precision=settings["precision"], device=str(_device(spec)),
+                write=True, log=log)
+    return {}
+
+
+def interpolation_stage(spec: RunSpec, run_dir: Path, settings: dict, log: Log) -> dict:
+    from arena.analysis.interpolation import interpolate_run
+
+    extra = {"scorer": settings["scorer"]} if settings.get("scorer", "proxy") != "proxy" else {}
+    interpolate_run(run_dir, alphas=settings["alphas"], suites=settings["suites"], limit=settings["limit"],
+                    path=settings["path"], device=str(_device(spec)), write=True, log=log, **extra)
+    return {}
+
+
+STAGE_FUNCS = {"eval": eval_stage, "diagnostics": diagnostics_stage, "interpolation": interpolation_stage}
+
+
+def mark(run_dir: Path, spec: RunSpec, stage: str, status: str, seconds: float, error: str | None = None,
+         retryable: bool = False, info: dict | None = None) -> None:
+    """Record one stage's outcome under record["sweep"] (atomic, under the record lock)."""
+    entry = {"status": status, "fingerprint": stage_fingerprint(spec.stages[stage]), "seconds": round(seconds, 2),
+             "finished": _now(), **(info or {})}
+    if error:
+        entry["error"] = error
+        entry["retryable"] = retryable
+    _update_sweep(run_dir, spec, lambda sw: sw["stages"].__setitem__(stage, entry))
+
+
+def sweep_section(spec: RunSpec, sweep_name: str) -> dict:
+    return {"name": sweep_name, "run_id": spec.run_id, "label": spec.label, "seed": spec.seed, "stages": {},
+            "status": "partial"}
+
+
+def _update_sweep(run_dir: Path, spec: RunSpec, change) -> None:
+    import fcntl
+
+    from arena.records import read_record, write_record
+
+    with open(run_dir / ".record.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        rec = read_record(run_dir)
+        sw = rec.get("sweep") if isinstance(rec.get("sweep"), dict) else None
+        if sw is None:
+            sw = sweep_section(spec, _sweep_name(run_dir))
+        sw.setdefault("stages", {})
+        change(sw)
+        rec["sweep"] = sw
+        write_record(run_dir, rec)
+
+
+def _sweep_name(run_dir: Path) -> str:
+    try:
+        from runners.state import read_plan
+
+        return read_plan(run_dir.parent)["sweep"]["name"]
+    except Exception:  # informational only
+        return run_dir.parent.name
+
+
+def finish(run_dir: Path, spec: RunSpec, status: str) -> None:
+    def change(sw):
+        sw["status"] = status
+        sw["label"], sw["seed"], sw["run_id"] = spec.label, spec.seed, spec.run_id
+        sw["completed" if status == "complete" else "updated"] = _now()
+
+    _update_sweep(run_dir, spec, change)
+
+
+def timed(fn, *args):
+    t0 = time.perf_counter()
+    out = fn(*args)
+    return out, time.perf_counter() - t0
