@@ -1,4 +1,2 @@
-"""Forgetting diagnostics: pure metric functions (representation geometry, drift, spectra).
-
-Nothing in this package loads a model; callers pass activations and weights as tensors or arrays.
-"""
+"""Why a run forgets: pure metrics (geometry, drift, spectra) and the model-level passes that use
+them (activation capture, per-run diagnostics, interpolation paths between base and tuned weights)."""

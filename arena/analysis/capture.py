@@ -1,0 +1,442 @@
+"""Per-token activations of chosen Linear modules on prompts, with a disk cache for the base model.
+
+What is captured (DESIGN.md "Diagnostics"): forward passes on prompts only (chat template with the
+assistant header, `add_generation_prompt`), padding removed through the attention mask, at most
+`max_prompts` prompts and `max_tokens` tokens per distribution, each prompt cut at `max_length`
+tokens (the last prompt is cut to fit the token cap: causal attention makes a truncated prompt's
+activations identical to the full prompt's first tokens). Forward in bf16 autocast by default,
+stored fp32. For each module: its per-token **inputs** (CSD needs the base model's h) and **outputs**
+(geometry compares base and tuned outputs on the same tokens), rows in prompt order.
+
+Cost control: the forward stops (an exception from the last hook) as soon as every chosen module
+has fired, so later layers and the 49k-wide LM head are never computed; modules fed the very same
+tensor (q/k/v_proj read one normalised hidden state) share one stored input.
+
+The base model's capture is the same for every run of a sweep, so `cached_capture` stores it as
+safetensors under `cache_root()/activations/`, keyed by the model identity (name + source sha), the
+exact token ids (which covers prompt set, tokenizer, chat template and caps), the module list,
+precision and torch version. The full key is kept in the file's metadata and checked on load.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import re
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from arena.errors import ArenaError
+
+CAPTURE_VERSION = 1
+DEFAULT_LEAVES = ("q_proj", "k_proj", "v_proj", "down_proj")
+_LAYER = re.compile(r"^(.*\.layers)\.(\d+)\.(.+)$")
+
+
+SHARED_PREFIX = ("keep", "once")
+
+
+@dataclass
+class Caps:
+    """Per-distribution limits. `shared_prefix`: the chat template's system header (and any other
+    token prefix common to every prompt) gives identical rows at identical positions in every prompt
+    — 27 of SmolLM2's 38 tokens for a short arith prompt. "keep" stores them for every prompt (as a
+    plain capture does); "once" runs them through the model but stores them for the first prompt only,
+    so the token budget goes to tokens that differ."""
+
+    max_prompts: int = 300
+    max_tokens: int = 4096
+    max_length: int = 1024
+    shared_prefix: str = "keep"
+
+    def __post_init__(self):
+        for name in ("max_prompts", "max_tokens", "max_length"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v <= 0:
+                raise ArenaError(f"{name.replace('_', '-')} must be a positive integer; got {v!r}")
+        if self.shared_prefix not in SHARED_PREFIX:
+            raise ArenaError(f"shared-prefix {self.shared_prefix!r}: allowed: {', '.join(SHARED_PREFIX)}")
+
+    def to_dict(self) -> dict:
+        return {"max_prompts": self.max_prompts, "max_tokens": self.max_tokens, "max_length": self.max_length,
+                "shared_prefix": self.shared_prefix}
+
+
+@dataclass
+class Encoded:
+    """Prompt token ids to run, and how many leading tokens of each are run but not stored."""
+
+    ids: list[list[int]]
+    skip: list[int]
+    common_prefix: int = 0  # tokens every prompt starts with (reported whatever the mode)
+
+    @property
+    def kept(self) -> list[int]:
+        return [len(s) - k for s, k in zip(self.ids, self.skip)]
+
+    @classmethod
+    def of(cls, ids) -> Encoded:
+        return ids if isinstance(ids, Encoded) else cls([list(s) for s in ids], [0] * len(ids))
+
+
+@dataclass
+class Capture:
+    """Activations of `modules` on one prompt set: (tokens × features) fp32 CPU tensors, prompt order."""
+
+    modules: list[str]
+    lengths: list[int]  # real (unpadded) tokens per prompt, in order
+    inputs: dict[str, torch.Tensor] = field(default_factory=dict)
+    outputs: dict[str, torch.Tensor] = field(default_factory=dict)
+    input_alias: dict[str, str] = field(default_factory=dict)  # module -> module whose stored input it shares
+    seconds: float = 0.0
+    cached: bool = False
+    key: dict | None = None
+
+    @property
+    def n_tokens(self) -> int:
+        return sum(self.lengths)
+
+    @property
+    def n_prompts(self) -> int:
+        return len(self.lengths)
+
+
+# -- module selection -------------------------------------------------------------------------------
+
+def linear_module_names(model: torch.nn.Module) -> list[str]:
+    return [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+
+
+def _compact(names: list[str]) -> str:
+    """'model.layers.{0-29}.self_attn.q_proj, …' when a listing would run to hundreds of names."""
+    if len(names) <= 40:
+        return ", ".join(names)
+    groups: dict[str, list[int]] = {}
+    rest = []
+    for n in names:
+        m = _LAYER.match(n)
+        if m:
+            groups.setdefault(f"{m.group(1)}.{{}}.{m.group(3)}", []).append(int(m.group(2)))
+        else:
+            rest.append(n)
+    parts = [g.format(f"{{{min(ix)}-{max(ix)}}}") for g, ix in groups.items()]
+    return ", ".join(parts + rest)
+
+
+def decoder_depth(model: torch.nn.Module) -> tuple[str, int]:
+    """(prefix of the decoder-layer ModuleList, number of layers), e.g. ('model.layers', 30)."""
+    found: dict[str, set[int]] = {}
+    for n in linear_module_names(model):
+        m = _LAYER.match(n)
+        if m:
+            found.setdefault(m.group(1), set()).add(int(m.group(2)))
+    if not found:
+        raise ArenaError("could not find decoder layers (no Linear module named '<...>.layers.<i>.<...>'); "
+                         "pass --modules explicitly")
+    prefix = max(found, key=lambda p: len(found[p]))
+    return prefix, max(found[prefix]) + 1
+
+
+def default_modules(model: torch.nn.Module, leaves: Sequence[str] = DEFAULT_LEAVES) -> list[str]:
+    """Decoder layers round(n/3) and round(2n/3) × {q,k,v,down}_proj (SmolLM2's 30 layers: 10, 20).
+
+    A 2-layer model gives layer 1 once (the two depths coincide)."""
+    prefix, n = decoder_depth(model)
+    layers = sorted({min(n - 1, round(n / 3)), min(n - 1, round(2 * n / 3))})
+    names = set(linear_module_names(model))
+    out = []
+    for i in layers:
+        for leaf in leaves:
+            hits = sorted(x for x in names if x.startswith(f"{prefix}.{i}.") and x.rsplit(".", 1)[-1] == leaf)
+            out += hits
+    if not out:
+        raise ArenaError(f"no {'/'.join(leaves)} modules in layers {layers}; available Linear modules: "
+                         f"{_compact(linear_module_names(model))}")
+    return out
+
+
+def resolve_modules(model: torch.nn.Module, spec: Sequence[str] | str | None = None) -> list[str]:
+    """Module names from a spec: None -> `default_modules`; otherwise names or patterns, comma-separated
+    or a list. Each item is an exact Linear module name, a suffix of one ('layers.10.mlp.down_proj'),
+    a glob ('*.layers.1?.self_attn.q_proj') or a regex written 're:<pattern>'. Anything that matches no
+    Linear module raises ArenaError listing the available names."""
+    if spec is None or spec == [] or spec == "":
+        return default_modules(model)
+    items = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) for s in s.split(",")]
+    items = [s for s in items if s]
+    names = linear_module_names(model)
+    out: list[str] = []
+    for item in items:
+        if item.startswith("re:"):
+            rx = re.compile(item[3:])
+            hits = [n for n in names if rx.search(n)]
+        elif any(c in item for c in "*?["):
+            hits = [n for n in names if fnmatch.fnmatchcase(n, item)]
+        elif item in names:
+            hits = [item]
+        else:
+            hits = [n for n in names if n.endswith("." + item)]
+        if not hits:
+            raise ArenaError(f"module {item!r} matches no Linear module of this model; available: {_compact(names)}")
+        out += [h for h in hits if h not in out]
+    return out
+
+
+# -- tokenisation ------------------------------------------------------------------------------------
+
+def _common_prefix(seqs: list[list[int]]) -> int:
+    if len(seqs) < 2:
+        return 0
+    n = min(len(x) for x in seqs)
+    first = seqs[0]
+    for i in range(n):
+        if any(x[i] != first[i] for x in seqs[1:]):
+            return i
+    return n
+
+
+def encode_prompts(tokenizer, prompts: Sequence[str], caps: Caps) -> Encoded:
+    """Chat-formatted prompt token ids under the caps: at most max_prompts prompts of at most
+    max_length tokens, and at most max_tokens stored tokens (the last prompt is cut to fit)."""
+    from arena.training.packing import chat_texts
+
+    full = []
+    for p in list(prompts)[: caps.max_prompts]:
+        ids = tokenizer(chat_texts(tokenizer, p)[0], add_special_tokens=False)["input_ids"][: caps.max_length]
+        if ids:
+            full.append(ids)
+    prefix = _common_prefix(full)
+    out, skip, total = [], [], 0
+    for i, ids in enumerate(full):
+        room = caps.max_tokens - total
+        if room <= 0:
+            break
+        k = prefix if caps.shared_prefix == "once" and i > 0 else 0
+        take = min(len(ids) - k, room)
+        if take > 0:
+            out.append(ids[: k + take])
+            skip.append(k)
+            total += take
+    if not out:
+        raise ArenaError("no prompt tokens to capture (empty prompt list?)")
+    return Encoded(out, skip, prefix)
+
+
+def _batches(lengths: list[int], batch_tokens: int) -> list[list[int]]:
+    """Prompt indices grouped by similar length (longest first) so padding stays small."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    out, cur = [], []
+    for i in order:
+        if cur and (len(cur) + 1) * lengths[cur[0]] > batch_tokens:
+            out.append(cur)
+            cur = []
+        cur.append(i)
+    return out + ([cur] if cur else [])
+
+
+class _Stop(Exception):
+    """Raised by the last hook of a forward: nothing after the captured modules is needed."""
+
+
+# -- capture --------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def capture_activations(model, token_ids: Encoded | list[list[int]], modules: Sequence[str], *, pad_id: int = 0,
+                        device=None, precision: str = "bf16-autocast", inputs: bool = True, outputs: bool = True,
+                        batch_tokens: int = 4096) -> Capture:
+    """Run `model` on `token_ids` (right-padded batches) and keep the chosen modules' activations.
+
+    Rows are the real tokens only (attention mask = 1) minus each prompt's `skip` leading tokens,
+    prompts in the given order; fp32 on CPU.
+    """
+    from arena.training.device import autocast
+
+    t0 = time.perf_counter()
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    lookup = dict(model.named_modules())
+    missing = [m for m in modules if not isinstance(lookup.get(m), torch.nn.Linear)]
+    if missing:
+        raise ArenaError(f"module {missing[0]!r} is not a Linear module of this model; available: "
+                         f"{_compact(linear_module_names(model))}")
+    enc = Encoded.of(token_ids)
+    token_ids, skip = enc.ids, enc.skip
+    lengths = [len(s) for s in token_ids]
+    offsets = [0]
+    for n in enc.kept:
+        offsets.append(offsets[-1] + n)
+    n_tok = offsets[-1]
+    store_in: dict[str, torch.Tensor] = {}
+    store_out: dict[str, torch.Tensor] = {}
+    alias: dict[str, str] = {}
+    seen: dict[str, tuple] = {}  # this batch: module -> (input tensor, output tensor)
+
+    def hook_for(name):
+        def hook(mod, args, out):
+            if name in seen:
+                raise ArenaError(f"module {name} ran twice in one forward; capture supports modules used once")
+            seen[name] = (args[0], out)
+            if len(seen) == len(modules):
+                raise _Stop
+
+        return hook
+
+    handles = [lookup[m].register_forward_hook(hook_for(m)) for m in modules]
+    was_training = model.training
+    model.eval()
+    try:
+        for batch in _batches(lengths, batch_tokens):
+            L = max(lengths[i] for i in batch)
+            ids = torch.full((len(batch), L), pad_id, dtype=torch.long)
+            att = torch.zeros((len(batch), L), dtype=torch.long)
+            for j, i in enumerate(batch):
+                ids[j, : lengths[i]] = torch.tensor(token_ids[i])
+                att[j, : lengths[i]] = 1
+            seen.clear()
+            try:
+                with autocast(device, precision):
+                    model(input_ids=ids.to(device), attention_mask=att.to(device), use_cache=False)
+            except _Stop:
+                pass
+            if len(seen) != len(modules):
+                lost = [m for m in modules if m not in seen]
+                raise ArenaError(f"modules {lost[:3]} never ran in the forward pass")
+            if not alias:  # which modules share their input tensor (decided on the first batch)
+                firsts: list[tuple[str, torch.Tensor]] = []
+                for m in modules:
+                    hit = next((f for f, t in firsts if t is seen[m][0]), None)
+                    alias[m] = hit or m
+                    if hit is None:
+                        firsts.append((m, seen[m][0]))
+            for m in modules:
+                x, y = seen[m]
+                if inputs and alias[m] == m:
+                    _scatter(store_in, m, x, batch, skip, lengths, offsets, n_tok)
+                elif inputs and seen[alias[m]][0] is not x:
+                    raise ArenaError(f"module {m} stopped sharing its input with {alias[m]} between batches")
+                if outputs:
+                    _scatter(store_out, m, y, batch, skip, lengths, offsets, n_tok)
+            seen.clear()
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    cap = Capture(modules=list(modules), lengths=enc.kept, outputs=store_out, seconds=time.perf_counter() - t0)
+    if inputs:
+        cap.input_alias = {m: a for m, a in alias.items() if a != m}
+        cap.inputs = {m: store_in[alias[m]] for m in modules}
+    return cap
+
+
+def _scatter(store, name, act, batch, skip, lengths, offsets, n_tok) -> None:
+    act = act.detach()
+    if name not in store:
+        store[name] = torch.empty((n_tok, act.shape[-1]), dtype=torch.float32)
+    dst = store[name]
+    for j, i in enumerate(batch):
+        dst[offsets[i] : offsets[i + 1]] = act[j, skip[i] : lengths[i]].float().cpu()
+
+
+def check_finite(cap: Capture, what: str) -> None:
+    """ArenaError naming the module and tensor if a capture holds NaN/inf (a diverged model)."""
+    for kind, d in (("inputs", cap.inputs), ("outputs", cap.outputs)):
+        for m, t in d.items():
+            bad = ~torch.isfinite(t)
+            if bool(bad.any()):
+                raise ArenaError(f"{what}: {int(bad.sum())} non-finite values (NaN/inf) in the {kind} of {m} "
+                                 f"({tuple(t.shape)}); the model's weights or the forward pass are broken")
+
+
+# -- cache ----------------------------------------------------------------------------------------
+
+def capture_key(model_key: dict, enc: Encoded, modules: Sequence[str], caps: Caps, precision: str) -> dict:
+    from arena.analysis.prompts import sha256_json
+
+    return {"version": CAPTURE_VERSION, "model": model_key, "tokens_sha256": sha256_json([enc.ids, enc.skip]),
+            "n_prompts": len(enc.ids), "n_tokens": sum(enc.kept), "modules": list(modules), "caps": caps.to_dict(),
+            "precision": precision, "torch": torch.__version__}
+
+
+def cache_path(key: dict, cache_dir: Path | None = None) -> Path:
+    from arena.analysis.prompts import sha256_json
+    from arena.models.catalog import cache_root
+
+    folder = Path(cache_dir) if cache_dir else cache_root() / "activations"
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(key["model"].get("name", "model")))[-48:]
+    return folder / f"{slug}-{sha256_json(key)[:24]}.safetensors"
+
+
+def save_capture(cap: Capture, path: Path, key: dict) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {"lengths": torch.tensor(cap.lengths, dtype=torch.int64)}
+    for m in cap.modules:
+        if m in cap.inputs and m not in cap.input_alias:
+            tensors[f"in/{m}"] = cap.inputs[m].contiguous()
+        if m in cap.outputs:
+            tensors[f"out/{m}"] = cap.outputs[m].contiguous()
+    meta = {"arena_capture": json.dumps({"key": key, "modules": cap.modules, "input_alias": cap.input_alias})}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=meta)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a shared cache must be readable by its other users
+        os.replace(tmp, path)  # atomic: a concurrent reader sees the old file or the whole new one
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_capture(path: Path, key: dict) -> Capture | None:
+    """The cached capture, or None when absent, unreadable or stored under another key."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads((f.metadata() or {}).get("arena_capture", "{}"))
+            if meta.get("key") != key:
+                return None
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
+    except (OSError, ValueError, RuntimeError, json.JSONDecodeError):
+        return None
+    modules, alias = meta["modules"], meta.get("input_alias", {})
+    cap = Capture(modules=modules, lengths=[int(x) for x in tensors["lengths"]], input_alias=alias, cached=True, key=key)
+    cap.inputs = {m: tensors[f"in/{alias.get(m, m)}"] for m in modules if f"in/{alias.get(m, m)}" in tensors}
+    cap.outputs = {m: tensors[f"out/{m}"] for m in modules if f"out/{m}" in tensors}
+    return cap
+
+
+def cached_capture(model, tokenizer, prompts: Sequence[str], modules: Sequence[str], model_key: dict, *,
+                   caps: Caps | None = None, precision: str = "bf16-autocast", device=None, use_cache: bool = True,
+                   cache_dir: Path | None = None) -> Capture:
+    """Base-model capture (inputs and outputs) through the disk cache; computed and stored on a miss."""
+    t0 = time.perf_counter()
+    caps = caps or Caps()
+    enc = encode_prompts(tokenizer, prompts, caps)
+    key = capture_key(model_key, enc, modules, caps, precision)
+    path = cache_path(key, cache_dir)
+    if use_cache and path.is_file():
+        cap = load_capture(path, key)
+        if cap is not None:
+            cap.seconds = time.perf_counter() - t0
+            return cap
+    cap = capture_activations(model, enc, modules, pad_id=tokenizer_pad_id(tokenizer), device=device,
+                              precision=precision)
+    check_finite(cap, "base model")
+    cap.key = key
+    if use_cache:
+        save_capture(cap, path, key)
+    cap.seconds = time.perf_counter() - t0
+    return cap
+
+
+def tokenizer_pad_id(tokenizer) -> int:
+    pid = tokenizer.pad_token_id
+    return int(pid) if pid is not None else int(tokenizer.eos_token_id or 0)
