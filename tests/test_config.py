@@ -201,7 +201,18 @@ def test_config_file_errors(tmp_path):
 
 
 def test_shipped_configs_load():
+    """Every shipped YAML validates: sweep configs (they list `methods`) as sweeps, the rest as runs."""
+    import yaml
+
+    from arena.sweep_config import expand, load_sweep_config
+
     configs = sorted((REPO / "configs").glob("*.yaml"))
-    assert configs
+    kinds = set()
     for path in configs:
-        load_run_config(str(path))
+        if "methods" in (yaml.safe_load(path.read_text()) or {}):
+            assert expand(load_sweep_config(str(path))), path
+            kinds.add("sweep")
+        else:
+            load_run_config(str(path))
+            kinds.add("run")
+    assert kinds == {"sweep", "run"}

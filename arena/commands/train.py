@@ -19,6 +19,9 @@ def add_run_arguments(p) -> None:
     p.add_argument("--seed", type=int, help="seed for init, data order and dropout (train.seed)")
     p.add_argument("--data-dir", help="benchmark data folder (default: ARENA_DATA_DIR or ../shared/data)")
     p.add_argument("--out", help="run folder (config, log, checkpoints, final weights, record.json)")
+    p.add_argument("--teacher", help="distillation teacher (objective.teacher; opd, gkd): run folder or model")
+    p.add_argument("--lmbda", type=float, help="GKD on-policy probability (objective.lmbda)")
+    p.add_argument("--beta", type=float, help="GKD divergence: 0 forward KL .. 1 reverse KL (objective.beta)")
 
 
 def config_from_args(args):
@@ -28,6 +31,8 @@ def config_from_args(args):
         ("model.name", args.model), ("method.name", args.method), ("target.name", args.target),
         ("objective.name", args.objective), ("train.steps", args.steps), ("train.lr", args.lr),
         ("train.seed", args.seed), ("data_dir", args.data_dir), ("out", args.out),
+        ("objective.teacher", getattr(args, "teacher", None)), ("objective.lmbda", getattr(args, "lmbda", None)),
+        ("objective.beta", getattr(args, "beta", None)),
     ) if v is not None]
     # Shortcut flags first so an explicit --set wins over them.
     return load_run_config(args.config, shortcuts + list(args.overrides))

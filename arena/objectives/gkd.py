@@ -1,0 +1,119 @@
+"""GKD: generalized knowledge distillation (Agarwal et al. 2024, "On-Policy Distillation of
+Language Models: Learning from Self-Generated Mistakes").
+
+Each micro-batch is, with probability λ (`lmbda`), the student's own samples of the target's
+prompts (on-policy), otherwise the target's reference responses (off-policy, supervised KD). The
+loss is the token-mean generalized Jensen-Shannon divergence between teacher and student at
+`temperature`,
+
+    JSD_β = β·KL(π_T ‖ M) + (1 − β)·KL(π_S ‖ M),   M = β·π_T + (1 − β)·π_S,
+
+with TRL's convention at the end points (`GKDTrainer.generalized_jsd_loss`): β = 0 is the forward
+KL(π_T ‖ π_S), β = 1 the reverse KL(π_S ‖ π_T). λ = 1, β = 1, temperature 1 is OPD without the
+top-k option. Defaults follow TRL's GKDConfig (λ 0.5, β 0.5, temperature 0.9). The λ draw is
+seeded by (seed, step, micro-batch), so a resumed run makes the same choices.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from arena.errors import ConfigError
+from arena.objectives.base import OBJECTIVES, LossOutput, Objective, TrainContext
+from arena.objectives.opd import require_teacher
+from arena.objectives.rl_losses import generalized_jsd, reverse_kl
+from arena.objectives.teacher import align_vocab, prepare_teacher, teacher_completion_logits
+from arena import rollouts as R
+
+
+@OBJECTIVES.register("gkd")
+class GKD(Objective):
+    name = "gkd"
+    description = "generalized KD: on-policy samples with prob. lmbda else reference responses; generalized JSD(beta)"
+    needs_rollouts = True
+
+    @dataclass
+    class Options:
+        teacher: Optional[str] = None  # model name / folder / hub id, or an arena run folder (required)
+        lmbda: float = 0.5  # probability that a micro-batch is on-policy (student samples)
+        beta: float = 0.5  # 0: forward KL(teacher||student), 1: reverse KL(student||teacher)
+        temperature: float = 0.9  # sampling and divergence temperature (TRL's default)
+        top_p: float = 1.0
+        max_new_tokens: int = 64
+        n_samples: int = 1  # on-policy completions per prompt
+        prompts_per_step: Optional[int] = None  # null: train.batch_size x train.grad_accum
+        backend: str = "hf"
+
+        def __post_init__(self):
+            if not 0 <= self.lmbda <= 1:
+                raise ConfigError("lmbda", self.lmbda, "must be in [0, 1] (probability of on-policy batches)")
+            if not 0 <= self.beta <= 1:
+                raise ConfigError("beta", self.beta, "must be in [0, 1] (0: forward KL, 1: reverse KL)")
+            if self.n_samples <= 0:
+                raise ConfigError("n_samples", self.n_samples, "must be a positive integer")
+            R.check_sampling_options(self)
+
+    @classmethod
+    def validate_options(cls, options) -> None:
+        require_teacher(options)
+
+    def prepare(self, ctx: TrainContext) -> dict:
+        o = self.options
+        teacher = prepare_teacher(ctx, o.teacher)
+        self.pool = R.prompt_pool_for(ctx, o.max_new_tokens, need_answer=False)
+        self.per_step = R.prompts_per_step(o.prompts_per_step, ctx.train)
+        self.params = R.SamplingParams(o.temperature, o.top_p, o.max_new_tokens, o.n_samples)
+        return {"examples": len(self.pool), "dropped": self.pool.n_dropped, "prompts_per_step": self.per_step,
+                "teacher": teacher}
+
+    def _reference_completions(self, ctx: TrainContext, idx: list[int]) -> list[list[int]]:
+        """The target's reference responses as completion tokens (chat template, ending in EOS), cut
+        to the row budget train.seq_len like SFT truncates."""
+        from arena.training.packing import chat_texts
+
+        out = []
+        for i in idx:
+            ex = self.pool.examples[i]
+            p, full = chat_texts(ctx.tokenizer, ex.prompt, ex.response)
+            ids = ctx.tokenizer(full[len(p):], add_special_tokens=False)["input_ids"]
+            out.append(ids[: max(1, ctx.train.seq_len - len(self.pool.prompt_ids[i]))])
+        return out
+
+    def batches(self, ctx: TrainContext, step: int) -> list[dict]:
+        o = self.options
+        pad = ctx.tokenizer.pad_token_id
+        out, gen_s = [], 0.0
+        for m, idx in enumerate(self.pool.micro_batches(ctx.seed, step, self.per_step, ctx.train.grad_accum)):
+            prompts = [self.pool.prompt_ids[i] for i in idx]
+            on_policy = random.Random(R.derive_seed(ctx.seed, step, m, 3)).random() < o.lmbda
+            if on_policy:
+                ro = R.sample(ctx.model, ctx.tokenizer, prompts, self.params, R.derive_seed(ctx.seed, step, m, 4),
+                              ctx.device, ctx.precision, o.backend)
+                gen_s += ro.seconds
+                b = R.sequence_batch(ro.prompt_ids, ro.completion_lists(), pad)
+                metrics = R.rollout_metrics(ro)
+            else:
+                comps = self._reference_completions(ctx, idx)
+                b = R.sequence_batch(prompts, comps, pad)
+                metrics = {"response_length": b["n_completion"] / len(comps), "truncated": 0.0}
+            b["n_loss_tokens"] = b["n_completion"]
+            b["metrics"] = {**metrics, "on_policy": float(on_policy)}
+            out.append(b)
+        for b in out:
+            b["metrics"]["gen_s"] = gen_s
+        return out
+
+    def loss(self, ctx: TrainContext, batch: dict) -> LossOutput:
+        o = self.options
+        s_logits, _ = R.completion_logits(ctx.model, batch, ctx.device, ctx.precision)
+        t_logits = teacher_completion_logits(ctx.extras["teacher"], batch, ctx.device, ctx.precision)
+        s_logits, t_logits = align_vocab(s_logits, t_logits)
+        per_tok = generalized_jsd(s_logits, t_logits, o.beta, o.temperature)
+        with torch.no_grad():
+            rkl = reverse_kl(s_logits, t_logits).mean()
+        metrics = {**batch.get("metrics", {}), "jsd": float(per_tok.detach().mean()), "reverse_kl": float(rkl)}
+        return LossOutput(per_tok.sum(), int(per_tok.numel()), metrics)

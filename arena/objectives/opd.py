@@ -1,0 +1,169 @@
+"""On-policy distillation (OPD): the student samples, the teacher scores every student token.
+
+Agarwal et al. 2024 (GKD with λ=1, β=1); Gu et al. 2024 (MiniLLM); Thinking Machines, "On-Policy
+Distillation" (2025). Each step the student samples completions of the target's prompts
+(`arena.rollouts`), the teacher (loaded once in `prepare`, fp32, frozen) runs over the same tokens,
+and the loss is the per-token reverse KL on the student's own trajectories,
+
+    L = Σ_t KL(π_S(·|x, y_<t) ‖ π_T(·|x, y_<t)) / Σ_i |y_i|,
+
+exact over the full vocabulary, or over the teacher's top-k plus a tail bucket when `top_k` is set
+(only the teacher's top-k log-probs are transported, as from a remote teacher server). The
+teacher's log-probs act as a dense per-token reward: the gradient of the sampled-token form
+E[log π_S − log π_T] is the policy gradient with reward log π_T − log π_S; the exact per-position
+KL removes that estimator's variance at every visited position.
+
+Logged per step: reverse KL (full vocabulary), top-k overlap of teacher and student, the share of
+teacher mass on the shared top-k set and the teacher's top-k mass (see `arena opd-check`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from arena.errors import ConfigError
+from arena.objectives.base import OBJECTIVES, LossOutput, Objective, TrainContext
+from arena.objectives.rl_losses import reverse_kl, teacher_topk, topk_agreement, topk_reverse_kl
+from arena.objectives.teacher import align_vocab, prepare_teacher, teacher_completion_logits
+from arena import rollouts as R
+
+
+def require_teacher(options) -> None:
+    if not options.teacher:
+        raise ConfigError("objective.teacher", options.teacher,
+                          "required: a model name/folder or an arena run folder sharing the student's tokenizer "
+                          "(--set objective.teacher=... or --teacher)")
+
+
+@OBJECTIVES.register("opd")
+class OPD(Objective):
+    name = "opd"
+    description = "on-policy distillation: student samples, per-token reverse KL to a teacher (same tokenizer)"
+    needs_rollouts = True
+
+    @dataclass
+    class Options:
+        teacher: Optional[str] = None  # model name / folder / hub id, or an arena run folder (required)
+        n_samples: int = 1  # completions per prompt
+        prompts_per_step: Optional[int] = None  # null: train.batch_size x train.grad_accum
+        temperature: float = 1.0  # sampling temperature (the KL is taken at temperature 1)
+        top_p: float = 1.0
+        max_new_tokens: int = 64
+        top_k: Optional[int] = None  # null: full-vocabulary reverse KL; k: teacher top-k + tail bucket
+        diag_k: int = 8  # k of the logged overlap / mass-share diagnostics
+        backend: str = "hf"
+
+        def __post_init__(self):
+            if self.n_samples <= 0:
+                raise ConfigError("n_samples", self.n_samples, "must be a positive integer")
+            if self.top_k is not None and self.top_k <= 0:
+                raise ConfigError("top_k", self.top_k, "must be a positive integer or null (full vocabulary)")
+            if self.diag_k <= 0:
+                raise ConfigError("diag_k", self.diag_k, "must be a positive integer")
+            R.check_sampling_options(self)
+
+    @classmethod
+    def validate_options(cls, options) -> None:
+        require_teacher(options)
+
+    def prepare(self, ctx: TrainContext) -> dict:
+        o = self.options
+        teacher = prepare_teacher(ctx, o.teacher)
+        self.pool = R.prompt_pool_for(ctx, o.max_new_tokens, need_answer=False)
+        self.per_step = R.prompts_per_step(o.prompts_per_step, ctx.train)
+        self.params = R.SamplingParams(o.temperature, o.top_p, o.max_new_tokens, o.n_samples)
+        return {"examples": len(self.pool), "dropped": self.pool.n_dropped, "prompts_per_step": self.per_step,
+                "samples_per_step": self.per_step * o.n_samples, "teacher": teacher}
+
+    def batches(self, ctx: TrainContext, step: int) -> list[dict]:
+        o = self.options
+        out, gen_s, t0 = [], 0.0, time.perf_counter()
+        for m, idx in enumerate(self.pool.micro_batches(ctx.seed, step, self.per_step, ctx.train.grad_accum)):
+            ro = R.sample(ctx.model, ctx.tokenizer, [self.pool.prompt_ids[i] for i in idx], self.params,
+                          R.derive_seed(ctx.seed, step, m, 2), ctx.device, ctx.precision, o.backend)
+            gen_s += ro.seconds
+            b = R.sequence_batch(ro.prompt_ids, ro.completion_lists(), ctx.tokenizer.pad_token_id)
+            b["n_loss_tokens"] = b["n_completion"]
+            b["metrics"] = R.rollout_metrics(ro)
+            out.append(b)
+        for b in out:
+            b["metrics"]["gen_s"] = gen_s
+            b["metrics"]["rollout_s"] = time.perf_counter() - t0
+        return out
+
+    def loss(self, ctx: TrainContext, batch: dict) -> LossOutput:
+        o = self.options
+        s_logits, _ = R.completion_logits(ctx.model, batch, ctx.device, ctx.precision)
+        t_logits = teacher_completion_logits(ctx.extras["teacher"], batch, ctx.device, ctx.precision)
+        s_logits, t_logits = align_vocab(s_logits, t_logits)
+        full = reverse_kl(s_logits, t_logits)
+        if o.top_k is None:
+            per_tok = full
+        else:
+            per_tok = topk_reverse_kl(s_logits, *teacher_topk(t_logits, o.top_k))
+        agree = topk_agreement(s_logits.detach(), t_logits, o.diag_k)
+        metrics = {**batch.get("metrics", {}), "reverse_kl": float(full.detach().mean()),
+                   **{k: float(v.mean()) for k, v in agree.items()}}
+        if o.top_k is not None:
+            metrics["reverse_kl_topk"] = float(per_tok.detach().mean())
+        return LossOutput(per_tok.sum(), int(per_tok.numel()), metrics)
+
+
+@torch.no_grad()
+def opd_diagnostics(student, teacher, tokenizer, prompts: list[str], *, top_k: int = 8, max_new_tokens: int = 64,
+                    n_buckets: int = 8, temperature: float = 1.0, top_p: float = 1.0, n_samples: int = 1,
+                    seed: int = 0, device="cpu", precision: str = "fp32", backend: str = "hf",
+                    batch_size: int = 16) -> dict:
+    """Teacher-student agreement on the student's own rollouts (what OPD trains on).
+
+    Per completion token: top-k overlap |topk_T ∩ topk_S|/k, teacher mass on the shared set,
+    teacher top-k mass and the full-vocabulary reverse KL(π_S ‖ π_T); overall means and the
+    reverse KL / overlap by completion position in `n_buckets` equal-width buckets of
+    [0, max_new_tokens). The student runs in eval mode (no dropout). Deterministic in `seed`.
+    """
+    device = torch.device(device)
+    n_buckets = max(1, min(n_buckets, max_new_tokens))
+    params = R.SamplingParams(temperature, top_p, max_new_tokens, n_samples)
+    prompt_ids = R.encode_prompts(tokenizer, prompts)
+    cols = {k: [] for k in ("reverse_kl", "overlap", "shared_mass", "teacher_mass", "position")}
+    lengths, finished = [], []
+    was = student.training
+    student.eval()
+    try:
+        for c, s in enumerate(range(0, len(prompt_ids), batch_size)):
+            ro = R.sample(student, tokenizer, prompt_ids[s:s + batch_size], params, R.derive_seed(seed, c, 5),
+                          device, precision, backend)
+            b = R.sequence_batch(ro.prompt_ids, ro.completion_lists(), tokenizer.pad_token_id)
+            s_logits, _ = R.completion_logits(student, b, device, precision)
+            t_logits = teacher_completion_logits(teacher, b, device, precision)
+            s_logits, t_logits = align_vocab(s_logits.float(), t_logits)
+            agree = topk_agreement(s_logits, t_logits, top_k)
+            cols["reverse_kl"].append(reverse_kl(s_logits, t_logits).cpu())
+            for k in ("overlap", "shared_mass", "teacher_mass"):
+                cols[k].append(agree[k].cpu())
+            cols["position"].append(b["completion_mask"].nonzero()[:, 1])
+            lengths += ro.lengths.tolist()
+            finished += ro.finished.tolist()
+    finally:
+        student.train(was)
+    v = {k: torch.cat(x) for k, x in cols.items()}
+    width = max_new_tokens / n_buckets
+    bucket = (v["position"].float() / width).floor().long().clamp_max(n_buckets - 1)
+    buckets = []
+    for j in range(n_buckets):
+        sel = bucket == j
+        lo, hi = int(round(j * width)), int(round((j + 1) * width))
+        row = {"positions": f"{lo}-{hi - 1}", "tokens": int(sel.sum())}
+        for k in ("reverse_kl", "overlap", "shared_mass"):
+            row[k] = float(v[k][sel].mean()) if sel.any() else None
+        buckets.append(row)
+    n = len(lengths)
+    return {"top_k": top_k, "prompts": len(prompts), "samples": n, "tokens": int(v["reverse_kl"].numel()),
+            "response_length": sum(lengths) / max(1, n), "finished": sum(finished) / max(1, n),
+            "reverse_kl": float(v["reverse_kl"].mean()), "overlap": float(v["overlap"].mean()),
+            "shared_mass": float(v["shared_mass"].mean()), "teacher_mass": float(v["teacher_mass"].mean()),
+            "by_position": buckets}

@@ -1,0 +1,128 @@
+"""Teachers for distillation (OPD, GKD): load once, check the tokenizer, score token positions.
+
+A teacher is any model reference `load_model` understands (catalog name, `tiny`, a transformers
+folder, a hub id) or an arena run folder (config.yaml + final/), rebuilt as a merged model with
+`load_run_model` — on CPU the natural teacher is a checkpoint the arena itself produced (DESIGN.md,
+"Models"). Distillation compares distributions token by token, so teacher and student must share
+the tokenizer: a different vocabulary is refused with an error naming both models.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+from arena.errors import ArenaError
+
+
+def vocab_fingerprint(tokenizer) -> str:
+    """sha256 of the token -> id map plus the EOS/pad ids (what scoring and stopping depend on)."""
+    data = {"vocab": sorted(tokenizer.get_vocab().items()), "eos": tokenizer.eos_token_id}
+    return hashlib.sha256(json.dumps(data, ensure_ascii=False).encode()).hexdigest()
+
+
+def model_label(tokenizer, model=None, fallback: str = "the student") -> str:
+    """A printable name for a loaded model: its folder / hub id, else `fallback`."""
+    name = getattr(tokenizer, "name_or_path", "") or ""
+    if not name and model is not None:
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        name = getattr(getattr(base, "config", None), "_name_or_path", "") or ""
+    return name or fallback
+
+
+def prepare_teacher(ctx, ref: str) -> dict:
+    """Load the teacher once into ctx.extras['teacher'] (reused when already there) and check its
+    tokenizer against the student's; returns provenance for the run record."""
+    if ctx.extras.get("teacher") is None:
+        model, tok, info = load_teacher(ref, ctx.device, ctx.tokenizer, model_label(ctx.tokenizer, ctx.model))
+        ctx.extras.update(teacher=model, teacher_tokenizer=tok, teacher_info=info)
+    elif ctx.extras.get("teacher_tokenizer") is not None:
+        check_same_tokenizer(ctx.extras["teacher_tokenizer"], ctx.tokenizer, ref, model_label(ctx.tokenizer, ctx.model))
+    return dict(ctx.extras.get("teacher_info") or {"ref": ref, "kind": "preloaded"})
+
+
+def check_same_tokenizer(teacher_tok, student_tok, teacher_name: str, student_name: str) -> None:
+    """ArenaError naming both models unless the two tokenizers map the same tokens to the same ids."""
+    if vocab_fingerprint(teacher_tok) == vocab_fingerprint(student_tok):
+        return
+    tv, sv = teacher_tok.get_vocab(), student_tok.get_vocab()
+    diff = sum(1 for t, i in tv.items() if sv.get(t) != i)
+    raise ArenaError(
+        f"teacher {teacher_name!r} and student {student_name!r} use different tokenizers "
+        f"(vocab sizes {len(tv)} vs {len(sv)}, {diff} teacher tokens differ or are missing, "
+        f"EOS ids {teacher_tok.eos_token_id} vs {student_tok.eos_token_id}); distillation compares "
+        "token distributions and needs one shared tokenizer: use a teacher trained from the student's base model")
+
+
+def is_run_folder(ref: str) -> bool:
+    p = Path(ref).expanduser()
+    return (p / "config.yaml").is_file() and (p / "final").is_dir()
+
+
+def load_teacher(ref: str, device: torch.device | str = "cpu", student_tokenizer=None, student_name: str | None = None):
+    """(teacher model in fp32, eval mode, frozen, on `device`; its tokenizer; provenance dict).
+
+    `ref` is an arena run folder or anything `load_model` accepts. With `student_tokenizer`, a
+    different vocabulary raises ArenaError before anything else happens.
+    """
+    from arena.models.loader import load_model, load_tokenizer
+
+    if not ref:
+        raise ArenaError("objective.teacher: no teacher given; pass a model name/folder or an arena run folder "
+                         "(--set objective.teacher=... or --teacher)")
+    p = Path(ref).expanduser()
+    if p.is_dir() and (p / "config.yaml").is_file() and not is_run_folder(ref):
+        raise ArenaError(f"teacher {ref!r}: an arena run folder without final weights (no {p / 'final'}); did it finish?")
+    run_cfg = None
+    if is_run_folder(ref):
+        import yaml
+
+        from arena.config import run_config_from_dict
+
+        run_cfg = run_config_from_dict(yaml.safe_load((p / "config.yaml").read_text()))
+    # The tokenizer check comes first: it is cheap, and a refused teacher loads no weights.
+    if student_tokenizer is not None:
+        m = run_cfg.model if run_cfg else None
+        try:
+            tok = load_tokenizer(m.name, m.revision, m.trust_remote_code) if m else load_tokenizer(ref)
+        except OSError as e:
+            raise ArenaError(f"teacher {ref!r}: could not load its tokenizer ({str(e).splitlines()[0]})") from None
+        check_same_tokenizer(tok, student_tokenizer, ref, student_name or model_label(student_tokenizer))
+    if run_cfg is not None:
+        from arena.experiment import load_run_model
+
+        model, tok, cfg = load_run_model(ref, merged=True, device="cpu")
+        info = {"ref": ref, "kind": "run", "base": cfg.model.name, "method": cfg.method.name,
+                "objective": cfg.objective.name, "target": cfg.target.name}
+    else:
+        model, tok, minfo = load_model(ref)
+        info = {"ref": ref, "kind": "model", **minfo.to_dict()}
+    model = model.float().to(device).eval()
+    for param in model.parameters():
+        param.requires_grad_(False)
+    info["vocab_sha256"] = vocab_fingerprint(tok)[:16]
+    return model, tok, info
+
+
+def load_student(ref: str, device: torch.device | str = "cpu"):
+    """A student for diagnostics (`arena opd-check`): like a teacher, but any run folder or model."""
+    return load_teacher(ref, device)
+
+
+def align_vocab(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cut both [n, V] to the common width: heads padded past the tokenizer (e.g. to a multiple of
+    64) carry rows no token id reaches; the shared tokenizer makes the first columns the same tokens."""
+    v = min(student_logits.shape[-1], teacher_logits.shape[-1])
+    return student_logits[..., :v], teacher_logits[..., :v]
+
+
+@torch.no_grad()
+def teacher_completion_logits(teacher, batch: dict, device, precision: str) -> torch.Tensor:
+    """The teacher's logits [n, V] at the batch's completion positions (order of `completion_logits`)."""
+    from arena.rollouts import completion_logits
+
+    logits, _ = completion_logits(teacher, batch, device, precision)
+    return logits.float()
