@@ -11,7 +11,7 @@ import os
 import sys
 
 # One line per command module; a new command is a new module plus one entry here.
-COMMANDS = ["models", "catalogs", "train"]
+COMMANDS = ["models", "catalogs", "train", "eval", "analyze", "interpolate", "opd_check", "sweep", "dashboard", "report"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -106,3 +106,40 @@ def greedy_accuracy(model, tokenizer, examples, device, precision: str, max_new_
     return {"accuracy": acc, "se": math.sqrt(acc * (1 - acc) / k), "n": k, "max_new_tokens": max_new_tokens,
             "samples": [{"prompt": e.prompt, "output": t, "answer": e.answer, "correct": c}
                         for e, t, c in list(zip(with_answers, texts, correct))[:5]]}
+
+
+@torch.no_grad()
+def per_example_nll(model, tokenizer, examples, device, precision: str, seq_len: int = 512,
+                    batch_size: int = 8) -> list[tuple[float, int] | None]:
+    """(summed NLL of the response tokens, number of response tokens) per example, in input order.
+
+    The per-item form of `target_nll`, for paired comparisons (the same examples scored under two
+    models). An example whose prompt alone fills `seq_len` has no scored token and gives None.
+    Responses are truncated to seq_len like `tokenize_examples` does.
+    """
+    model.eval()
+    items = []
+    for ex in examples:
+        p, f = chat_texts(tokenizer, ex.prompt, ex.response)
+        p_ids = tokenizer(p, add_special_tokens=False)["input_ids"]
+        r_ids = tokenizer(f[len(p):], add_special_tokens=False)["input_ids"]
+        items.append(None if len(p_ids) >= seq_len or not r_ids else ((p_ids + r_ids)[:seq_len], len(p_ids)))
+    out: list[tuple[float, int] | None] = [None] * len(items)
+    order = [i for i, it in enumerate(items) if it is not None]
+    for s in range(0, len(order), batch_size):
+        chunk = order[s : s + batch_size]
+        L = max(len(items[i][0]) for i in chunk)
+        ids = torch.full((len(chunk), L), tokenizer.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(chunk), L), -100, dtype=torch.long)
+        att = torch.zeros((len(chunk), L), dtype=torch.long)
+        for j, i in enumerate(chunk):
+            seq, n_prompt = items[i]
+            ids[j, : len(seq)] = torch.tensor(seq)
+            labels[j, n_prompt : len(seq)] = ids[j, n_prompt : len(seq)]
+            att[j, : len(seq)] = 1
+        with autocast(device, precision):
+            logits = model(input_ids=ids.to(device), attention_mask=att.to(device), use_cache=False).logits
+        for j, i in enumerate(chunk):
+            total, n = causal_lm_loss_sum(logits[j : j + 1], labels[j : j + 1].to(device))
+            out[i] = (float(total), int(n))
+    return out

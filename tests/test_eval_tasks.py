@@ -1,0 +1,274 @@
+"""Every task's data mapping, on the real benchmark files, against records read by hand.
+
+The lm-eval Task objects are built exactly as an evaluation builds them (`runner.plan`), and the
+stock `doc_to_text` / `doc_to_target` / `doc_to_choice` are applied to the mapped documents.
+No model runs here.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from arena.errors import ConfigError, DataError
+from arena.evaluation import convert
+from arena.evaluation.runner import RunSettings, ensure_punkt, plan, select_indices
+from arena.evaluation.tasks import (
+    PUNKT_INSTRUCTIONS,
+    TaskOptions,
+    bbh_subtasks,
+    export_yaml,
+    resolve_tasks,
+)
+
+
+def _find_data_dir() -> Path | None:
+    env = os.environ.get("ARENA_DATA_DIR")
+    cand = Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    return cand if (cand / "ifeval" / "input_data.jsonl").is_file() else None
+
+
+DATA = _find_data_dir()
+needs_data = pytest.mark.skipif(DATA is None, reason="real data folder not found: set ARENA_DATA_DIR")
+
+
+@pytest.fixture(autouse=True)
+def _offline_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    # converted files go to a throwaway cache; the prepared real model is not needed here
+    monkeypatch.setenv("ARENA_CACHE", str(tmp_path_factory.getbasetemp() / "arena-cache"))
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """All tasks built once (loading the datasets is the slow part): {"tasks", "samples", ...}."""
+    if DATA is None:
+        pytest.skip("real data folder not found")
+    names = ["ifeval", "bbh", "nq_open", "gsm8k", "math500", "medqa_4options", "pubmedqa", "medmcqa", "arith"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ARENA_CACHE", str(tmp_path_factory.getbasetemp() / "arena-cache"))
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        mp.setenv("HF_DATASETS_OFFLINE", "1")
+        return plan(names, str(DATA), RunSettings(limit=50, seed=0))
+
+
+def _doc0(built, task):
+    return built["tasks"][task].eval_docs[0]
+
+
+@needs_data
+def test_medmcqa_item0_shifts_the_1_based_cop(built):
+    # dev.json line 1: "Which of the following is not true for myelinated nerve fibers:", cop 1 (1-based)
+    # -> option a, "Impulse through myelinated fibers is slower ..." -> lm-eval target index 0 = "A".
+    t = built["tasks"]["medmcqa"]
+    doc = _doc0(built, "medmcqa")
+    assert doc["question"].startswith("Which of the following is not true for myelinated nerve fibers")
+    assert doc["cop"] == 0
+    assert t.doc_to_choice(doc)[t.doc_to_target(doc)] == "A"
+    assert "A. Impulse through myelinated fibers is slower than non-myelinated fibers" in t.doc_to_text(doc)
+
+
+def test_medmcqa_rejects_zero_based_or_out_of_range_cop(tmp_path):
+    bad = tmp_path / "dev.json"
+    bad.write_text(json.dumps({"question": "q", "opa": "a", "opb": "b", "opc": "c", "opd": "d", "cop": 0}) + "\n")
+    with pytest.raises(DataError, match=r"line 1: field 'cop'"):
+        convert.medmcqa_records(bad)
+
+
+@needs_data
+def test_medqa_item0_maps_answer_letter_to_label(built):
+    # line 1: the carpal-tunnel resident; answer_idx "B" = "Tell the attending that he cannot fail to disclose this mistake"
+    t = built["tasks"]["medqa_4options"]
+    doc = _doc0(built, "medqa_4options")
+    assert doc["sent1"].startswith("A junior orthopaedic surgery resident")
+    assert doc["label"] == 1 and doc["ending1"] == "Tell the attending that he cannot fail to disclose this mistake"
+    assert t.doc_to_choice(doc)[t.doc_to_target(doc)] == "B"
+    assert "B. Tell the attending" in t.doc_to_text(doc)
+
+
+@needs_data
+def test_pubmedqa_is_the_500_test_items_and_subsets_hold_all_three_labels(built):
+    t = built["tasks"]["pubmedqa"]
+    docs = t.eval_docs
+    assert len(docs) == 500
+    # test_ground_truth.json: first PMID 12377809 "yes", last 26134053 "maybe"; 276/169/55
+    assert (docs[0]["pubid"], docs[0]["final_decision"]) == ("12377809", "yes")
+    assert (docs[499]["pubid"], docs[499]["final_decision"]) == ("26134053", "maybe")
+    assert t.doc_to_choice(docs[0])[t.doc_to_target(docs[0]) if isinstance(t.doc_to_target(docs[0]), int)
+                                    else t.doc_to_choice(docs[0]).index(t.doc_to_target(docs[0]))] == "yes"
+    assert "Question: Is anorectal endosonography valuable in dyschesia?" in t.doc_to_text(docs[0])
+    assert collections.Counter(d["final_decision"] for d in docs) == {"yes": 276, "no": 169, "maybe": 55}
+    # the first 50 (lm-eval's --limit) would be all "yes"; the arena subset is proportional:
+    # quotas 50·276/500 = 27.6, 16.9, 5.5 -> 27, 16, 5 + largest remainders (.9 no, .6 yes) -> 28, 17, 5
+    labels = collections.Counter(docs[i]["final_decision"] for i in built["samples"]["pubmedqa"])
+    assert labels == {"yes": 28, "no": 17, "maybe": 5}
+    assert collections.Counter(docs[i]["final_decision"] for i in range(50)) == {"yes": 50}
+    for n in (3, 10, 20):
+        sub = select_indices(docs, lambda d: d["final_decision"], n, f"eval/pubmedqa/{n}")
+        assert {docs[i]["final_decision"] for i in sub} == {"yes", "no", "maybe"}
+
+
+@needs_data
+def test_ifeval_subsets_keep_the_sentence_counting_prompts(built):
+    t = built["tasks"]["ifeval"]
+    docs = t.eval_docs
+    # input_data.jsonl line 1: key 1000, the Raymond III summary, first instruction punctuation:no_comma
+    assert docs[0]["key"] == 1000 and docs[0]["instruction_id_list"][0] == "punctuation:no_comma"
+    assert t.doc_to_text(docs[0]).startswith("Write a 300+ word summary of the wikipedia page")
+    punkt = [i for i, d in enumerate(docs) if PUNKT_INSTRUCTIONS & set(d["instruction_id_list"])]
+    assert len(docs) == 541 and len(punkt) == 64
+    # 50·64/541 = 5.9 -> 5 (+1 by largest remainder .92 vs .08) = 6 of the 50
+    assert len(set(built["samples"]["ifeval"]) & set(punkt)) == 6
+    assert built["tasks"]["ifeval"].config.generation_kwargs["max_gen_toks"] == 256
+
+
+@needs_data
+def test_ifeval_sentence_checkers_run_with_punkt_tab_on_all_64_prompts(built):
+    """The misleading failure (DESIGN.md): only these prompts need punkt_tab, and only for a
+    non-empty response. Score a real multi-sentence response on every one of them."""
+    from lm_eval.tasks.ifeval.utils import process_results
+
+    ensure_punkt(str(DATA))
+    docs = built["tasks"]["ifeval"].eval_docs
+    response = "THE FIRST sentence is here. Dr. Smith wrote A SECOND one! Is this the THIRD? Yes."
+    n = 0
+    for d in docs:
+        if PUNKT_INSTRUCTIONS & set(d["instruction_id_list"]):
+            out = process_results(d, [response])
+            assert len(out["inst_level_strict_acc"]) == len(d["instruction_id_list"])
+            n += 1
+    assert n == 64
+
+
+def test_missing_punkt_is_a_clear_data_error(tmp_path, monkeypatch):
+    import nltk
+
+    monkeypatch.setattr(nltk.data, "path", [str(tmp_path)])
+    monkeypatch.delenv("NLTK_DATA", raising=False)
+    with pytest.raises(DataError, match="punkt_tab"):
+        ensure_punkt(str(tmp_path))
+
+
+@needs_data
+def test_bbh_has_27_subtasks_reading_examples_field(built):
+    subs = bbh_subtasks("fewshot")
+    assert len(subs) == 27
+    names = [f"bbh_fewshot_{s}" for s in subs]
+    assert all(n in built["tasks"] for n in names)
+    t = built["tasks"]["bbh_fewshot_boolean_expressions"]
+    assert t.config.dataset_kwargs["field"] == "examples"
+    # boolean_expressions.json examples[0]: "not ( True ) and ( True ) is" -> "False"
+    doc = t.eval_docs[0]
+    assert doc["input"] == "not ( True ) and ( True ) is" and t.doc_to_target(doc) == "False"
+    assert t.config.num_fewshot == 3 and t.config.generation_kwargs["max_gen_toks"] == 64
+    # limit 50 over 27 subtasks -> 2 each
+    assert all(len(built["samples"][n]) == 2 for n in names)
+    assert sum(len(t.eval_docs) for n, t in built["tasks"].items() if n.startswith("bbh_")) == 6511
+
+
+@needs_data
+def test_nq_gsm8k_math500_map_to_the_stock_fields(built):
+    nq = built["tasks"]["nq_open"]
+    doc = _doc0(built, "nq_open")  # "when was the last time anyone was on the moon"
+    assert nq.doc_to_text(doc) == "Q: when was the last time anyone was on the moon?\nA:"
+    assert "December 1972" in str(nq.doc_to_target(doc))
+    assert len(nq.eval_docs) == 3610
+    g = built["tasks"]["gsm8k"]
+    assert g.doc_to_text(_doc0(built, "gsm8k")).startswith("Question: Janet")
+    assert g.doc_to_target(_doc0(built, "gsm8k")).endswith("#### 18")
+    assert g.config.num_fewshot == 5 and g.has_training_docs()  # few-shot pool: GSM8K train
+    m = built["tasks"]["hendrycks_math500"]
+    assert len(m.eval_docs) == 500
+    assert _doc0(built, "hendrycks_math500")["answer"] == "\\left( 3, \\frac{\\pi}{2} \\right)"
+
+
+@needs_data
+def test_arith_task_is_the_targets_heldout_stream(built):
+    from arena.targets.arith import ArithTarget
+
+    t = built["tasks"]["arith"]
+    docs = t.eval_docs
+    ex = ArithTarget(ArithTarget.Options(), None).heldout_examples(500, 0)
+    assert len(docs) == 500
+    assert (docs[0]["question"], docs[0]["answer"]) == (ex[0].prompt, ex[0].answer)
+    # the last-number filter extracts the answer from a reply shaped like the training responses
+    from lm_eval.filters.extraction import RegexFilter
+
+    spec = t.config.filter_list[0]["filter"][0]
+    flt = RegexFilter(regex_pattern=spec["regex_pattern"], group_select=spec["group_select"])
+    resp = [[f"Sure: 1 + 2 = 3, so {ex[0].prompt[8:-1]} = {ex[0].answer}"]]
+    assert list(flt.apply(resp, [docs[0]]))[0][0] == ex[0].answer
+
+
+def test_missing_data_file_names_the_file_and_the_fix(tmp_path):
+    (tmp_path / "medqa").mkdir()
+    with pytest.raises(DataError) as e:
+        plan(["medqa_4options"], str(tmp_path), RunSettings(limit=2))
+    msg = str(e.value)
+    assert "medqa/phrases_no_exclude_test.jsonl" in msg and "ARENA_DATA_DIR" in msg and "--data-dir" in msg
+
+
+def test_no_data_folder_offline_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(DataError, match="nq_open/NQ-open.dev.jsonl"):
+        plan(["nq_open"], None, RunSettings(limit=2))
+
+
+def test_suites_and_task_subsets():
+    from arena.targets import TARGETS
+
+    math_t = TARGETS.get("math")(TARGETS.get("math").Options(), None)
+    assert resolve_tasks(["general", "target"], math_t) == {"general": ["ifeval", "bbh", "nq_open"],
+                                                            "target": ["gsm8k", "math500"]}
+    assert resolve_tasks(["medical"]) == {"target": ["medqa_4options", "pubmedqa"]}
+    assert resolve_tasks(["general"], None, ["ifeval", "nq_open"]) == {"general": ["ifeval", "nq_open"]}
+    assert resolve_tasks(["general"], None, ["medmcqa"]) == {"extra": ["medmcqa"]}
+    with pytest.raises(ConfigError, match="needs a target"):
+        resolve_tasks(["target"])
+    with pytest.raises(ConfigError, match="did you mean 'general'"):
+        resolve_tasks(["genral"])
+    with pytest.raises(ConfigError, match="did you mean 'ifeval'"):
+        resolve_tasks(["general"], None, ["ifevl"])
+
+
+def test_task_options_validate():
+    with pytest.raises(ConfigError, match="bbh_variant"):
+        TaskOptions(bbh_variant="fewshots")
+    with pytest.raises(ConfigError, match="bbh_shots"):
+        TaskOptions(bbh_variant="zeroshot", bbh_shots=2)
+    with pytest.raises(ConfigError, match="max_gen_toks.ifeval"):
+        TaskOptions(max_gen_toks={"ifeval": 0})
+    assert TaskOptions(max_gen_toks={"ifeval": 99}).gen_cap("ifeval") == 99
+    assert TaskOptions().gen_cap("ifeval") == 256
+
+
+@needs_data
+def test_export_yaml_includes_the_stock_file(tmp_path, built):
+    import yaml
+
+    from arena.evaluation.runner import build_subtasks
+
+    subs = build_subtasks(["pubmedqa", "bbh"], str(DATA), TaskOptions())
+    paths = export_yaml([st for sts in subs.values() for st in sts], tmp_path)
+    assert len(paths) == 28
+    doc = yaml.safe_load((tmp_path / "pubmedqa.yaml").read_text())
+    assert doc["include"].endswith("lm_eval/tasks/pubmedqa/pubmedqa.yaml")
+    assert doc["dataset_path"] == "json" and doc["dataset_kwargs"]["data_files"]["test"].endswith(".jsonl")
+    assert doc["training_split"] is None and doc["validation_split"] is None
+
+
+def test_without_a_data_folder_the_stock_hub_datasets_are_used(monkeypatch):
+    from arena.evaluation.runner import build_subtasks
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    subs = build_subtasks(["ifeval", "pubmedqa", "bbh"], None, TaskOptions())
+    ife = subs["ifeval"][0].config()
+    assert ife["dataset_path"] == "google/IFEval" and "dataset_kwargs" not in subs["ifeval"][0].overrides
+    assert ife["generation_kwargs"]["max_gen_toks"] == 256  # the CPU cap applies online too
+    assert subs["pubmedqa"][0].config()["dataset_path"] == "bigbio/pubmed_qa"
+    assert subs["bbh"][0].config()["dataset_path"] == "SaylorTwift/bbh"
