@@ -157,6 +157,11 @@ def run_training(cfg: RunConfig, log: Callable[[str], None] = print) -> dict:
     t_load = time.perf_counter() - t0
     ctx = TrainContext(model=model, tokenizer=tok, target=target, train=cfg.train, device=device,
                        precision=precision, seed=cfg.train.seed)
+    if cfg.train.eval_every:
+        from arena.evaluation.step_probe import make_step_probe
+
+        # Every eval_every steps: general NLL proxy + target NLL against the base, in train_log.jsonl.
+        ctx.extras["step_probe"] = make_step_probe(cfg, tok, target, device, precision, log=log)
     # Read every data file (train set, held-out probe set) before the run folder exists: a
     # malformed line is bad input (DataError), and bad input writes nothing.
     t1 = time.perf_counter()

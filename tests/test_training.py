@@ -320,3 +320,18 @@ def test_save_and_load_checkpoint_restores_weights_optimizer_rng_and_prunes(tmp_
     for idx, st in opt.state_dict()["state"].items():
         for k, v in st.items():
             assert torch.equal(torch.as_tensor(v), torch.as_tensor(opt2.state_dict()["state"][idx][k]))
+
+
+def test_eval_every_logs_the_step_probe(tiny_run_config, tmp_path, data_dir):
+    """train.eval_every wires the evaluation layer's step probe into the loop's jsonl log."""
+    run = tmp_path / "probe"
+    cfg = tiny_run_config(out=str(run), method="lora", train__lr=1e-2, train__steps=4, train__eval_every=2,
+                          probe__heldout=0)
+    cfg.data_dir = str(data_dir)
+    run_training(cfg, **QUIET)
+    log = _log(run)
+    probed = [r["step"] for r in log if "probe" in r]
+    assert probed == [2, 4]
+    last = log[-1]["probe"]
+    assert math.isfinite(last["general_nll"]) and math.isfinite(last["target_nll"])
+    assert last["target_nll_delta"] != 0.0  # the tuned model differs from the base it is compared with
