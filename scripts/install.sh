@@ -13,7 +13,7 @@ if [ "${ARENA_TORCH:-cpu}" = "cpu" ]; then
   "$PY" -m pip install --quiet "torch==2.13.0"
 fi
 case "$extras" in
-  runtime) spec=".[eval]" ;;
+  runtime) spec=".[eval,rl,dashboard]" ;;
   dev) spec=".[dev]" ;;
   *) spec=".[$extras]" ;;
 esac

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# The README's main job: install, prepare SmolLM2-135M-Instruct offline, and train LoRA on the
-# generated arithmetic target on the CPU (about 4 minutes on 2 cores), with held-out probes
-# before and after.
+# The README's main job: install, prepare SmolLM2-135M-Instruct offline, and run the quickstart
+# sweep on the CPU: full FT / LoRA / PiSSA / VeRA / OFT, SFT on the math target, evaluated on the
+# general and target suites, with diagnostics and one interpolation curve; then the report.
+# Re-running resumes: finished runs are skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh runtime
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 arena models prepare
-arena train --config configs/quickstart-train.yaml --out results/quickstart/lora-arith "$@"
+arena sweep configs/quickstart.yaml "$@"
+arena report results/quickstart --format html
+echo "open results/quickstart/report.html, or run: arena dashboard --results results/quickstart"
