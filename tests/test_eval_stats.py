@@ -116,3 +116,19 @@ def test_allocate_is_proportional_with_every_label_present():
     for n in range(1, 60):
         q = allocate(sizes, n)
         assert sum(q.values()) == n and all(q[k] <= sizes[k] for k in q)
+
+
+def test_fill_small_se_for_paired_differences_with_negative_mean():
+    """BBH deltas at one document per subtask: d = [-1, -1, 0, 1] → d̄ = −1/4, m̄₂ = 3/4,
+    v̄ = 3/4 − 1/16 = 11/16, SE_t = sqrt(11/16) for every single-document subtask. The binomial form
+    p̄(1 − p̄) is negative here (the quickstart sweep crashed on it with a math domain error)."""
+    parts = [{"score": d, "se": float("nan"), "n": 1} for d in (-1.0, -1.0, 0.0, 1.0)]
+    out = stats.fill_small_se(parts, difference=True)
+    for p in out:
+        assert p["se"] == pytest.approx(math.sqrt(11 / 16))
+    # a subtask with its own SE keeps it
+    kept = stats.fill_small_se([{"score": -0.5, "se": 0.2, "n": 4}, {"score": 0.0, "se": float("nan"), "n": 1}],
+                               difference=True)
+    assert kept[0]["se"] == 0.2
+    # d̄ = −0.4, m̄₂ = 1/5 → v̄ = max(0, 0.2 − 0.16) = 0.04 → SE = 0.2
+    assert kept[1]["se"] == pytest.approx(0.2)

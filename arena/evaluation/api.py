@@ -322,7 +322,7 @@ def _delta(b: dict, t: dict) -> dict:
                 paired = False
                 d = (*stats.independent_delta((sb["score"], sb["se"]), (st["score"], st["se"])), st["n"])
             parts.append({"score": d[0], "se": d[1], "n": d[2]})
-        parts = stats.fill_small_se(parts) if paired else parts
+        parts = stats.fill_small_se(parts, difference=True) if paired else parts
         delta, se = stats.average((p["score"], p["se"]) for p in parts)
         return {"delta": delta, "se": se, "paired": paired, "n": sum(p["n"] for p in parts)}
     d = stats.units_delta(b.get("units"), t.get("units"))

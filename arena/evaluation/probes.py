@@ -14,7 +14,7 @@ import torch
 
 from arena.objectives.losses import causal_lm_loss_sum
 from arena.training.device import autocast
-from arena.training.packing import chat_texts, tokenize_examples
+from arena.training.packing import chat_texts
 
 _NUM = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 _LETTER = re.compile(r"answer is:?\s*\(?([A-E])\b|\b([A-E])[.)]?\s*$")
@@ -44,36 +44,16 @@ def answers_match(pred: str | None, ref: str) -> bool:
         return pred.strip().lower() == ref.strip().lower()
 
 
-@torch.no_grad()
 def target_nll(model, tokenizer, examples, device, precision: str, seq_len: int = 512, batch_size: int = 8) -> dict:
     """Mean per-token NLL of the reference responses given the prompts, with the standard error
     over examples (each example's mean NLL is one observation)."""
-    model.eval()
-    tok_ex, _ = tokenize_examples(tokenizer, examples, seq_len)
-    per_example = []
-    total, n_tok = 0.0, 0
-    for i in range(0, len(tok_ex), batch_size):
-        chunk = tok_ex[i : i + batch_size]
-        L = max(len(e.input_ids) for e in chunk)
-        ids = torch.full((len(chunk), L), tokenizer.pad_token_id, dtype=torch.long)
-        labels = torch.full((len(chunk), L), -100, dtype=torch.long)
-        att = torch.zeros((len(chunk), L), dtype=torch.long)
-        for j, e in enumerate(chunk):
-            n = len(e.input_ids)
-            ids[j, :n] = torch.tensor(e.input_ids)
-            labels[j, e.n_prompt : n] = ids[j, e.n_prompt : n]
-            att[j, :n] = 1
-        with autocast(device, precision):
-            logits = model(input_ids=ids.to(device), attention_mask=att.to(device), use_cache=False).logits
-        for j in range(len(chunk)):
-            s, n = causal_lm_loss_sum(logits[j : j + 1], labels[j : j + 1].to(device))
-            per_example.append(float(s) / max(1, n))
-            total += float(s)
-            n_tok += n
+    items = [x for x in per_example_nll(model, tokenizer, examples, device, precision, seq_len, batch_size) if x]
+    per_example = [total / max(1, n) for total, n in items]
+    n_tok = sum(n for _, n in items)
     k = len(per_example)
     mean = sum(per_example) / k
     se = math.sqrt(sum((x - mean) ** 2 for x in per_example) / (k * (k - 1))) if k > 1 else float("nan")
-    return {"nll": total / max(1, n_tok), "nll_example_mean": mean, "se": se, "n": k, "tokens": n_tok}
+    return {"nll": sum(t for t, _ in items) / max(1, n_tok), "nll_example_mean": mean, "se": se, "n": k, "tokens": n_tok}
 
 
 @torch.no_grad()

@@ -107,18 +107,28 @@ def fmt(x: float | None, digits: int = 3) -> str:
     return f"{x:.{digits}f}"
 
 
-def fill_small_se(parts: list[dict]) -> list[dict]:
+def fill_small_se(parts: list[dict], difference: bool = False) -> list[dict]:
     """Subtask estimates with a usable SE: a subtask with n < 2 has no sample variance, so it gets
-    the binomial SE at the pooled rate, sqrt(p̄(1−p̄)/n_t), p̄ = Σy/Σn over all subtasks.
+    the SE of one draw from the pooled per-document distribution, sqrt(v̄/n_t):
 
-    Used for BBH at small limits (limit 27 gives one document per subtask).
+        accuracies (0/1):            v̄ = p̄(1 − p̄),          p̄ = Σ n_t·p_t / Σ n_t
+        paired differences (−1..1):  v̄ = max(0, m̄₂ − d̄²),   d̄ = Σ n_t·d_t / Σ n_t,  m̄₂ = Σ n_t·d_t² / Σ n_t
+
+    (m̄₂ is exact for single-document subtasks and a lower bound otherwise). Used for BBH at small
+    limits (limit 27 gives one document per subtask). A difference may be negative, so the
+    binomial form would take the root of a negative number there.
     """
     total = sum(p["n"] for p in parts)
     pooled = sum(p["score"] * p["n"] for p in parts) / total if total else NAN
+    if difference:
+        m2 = sum(p["score"] ** 2 * p["n"] for p in parts) / total if total else NAN
+        var = max(0.0, m2 - pooled * pooled) if total else NAN
+    else:
+        var = max(0.0, pooled * (1 - pooled)) if total else NAN
     out = []
     for p in parts:
         se = p["se"]
         if p["n"] < 2 or se is None or math.isnan(se):
-            se = math.sqrt(pooled * (1 - pooled) / p["n"]) if p["n"] else NAN
+            se = math.sqrt(var / p["n"]) if p["n"] and not math.isnan(var) else NAN
         out.append({**p, "se": se})
     return out
