@@ -9,5 +9,6 @@ bash scripts/install.sh runtime
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 arena models prepare
 arena sweep configs/quickstart.yaml "$@"
-arena report results/quickstart --format html
+# At 135M the GSM8K/MATH accuracies of an 8-document subset are floor noise: rank on the NLL proxies.
+arena report results/quickstart --format html --scale proxy
 echo "open results/quickstart/report.html, or run: arena dashboard --results results/quickstart"
