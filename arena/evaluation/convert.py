@@ -35,14 +35,11 @@ def cache_dir() -> Path:
 
 
 def medqa_records(path: Path) -> list[dict]:
+    from arena.targets.medical import iter_medqa
+
     out = []
-    for lineno, rec in iter_jsonl(path, ("question", "options", "answer_idx")):
+    for lineno, rec in iter_medqa(path):
         opts = rec["options"]
-        if not isinstance(opts, dict) or sorted(opts) != list(LETTERS):
-            raise DataError(f"{path}: line {lineno}: field 'options' must have keys A, B, C, D; "
-                            f"got {sorted(opts) if isinstance(opts, dict) else opts!r}")
-        if rec["answer_idx"] not in opts:
-            raise DataError(f"{path}: line {lineno}: field 'answer_idx' is {rec['answer_idx']!r}; expected A, B, C or D")
         out.append({"id": lineno, "sent1": rec["question"], **{f"ending{i}": str(opts[k]) for i, k in enumerate(LETTERS)},
                     "label": LETTERS.index(rec["answer_idx"])})
     return out

@@ -24,9 +24,9 @@ import torch
 
 from arena.errors import ConfigError
 from arena.objectives.base import OBJECTIVES, LossOutput, Objective, TrainContext
-from arena.objectives.opd import require_teacher
+from arena.objectives.opd import prepare_distillation, require_teacher
 from arena.objectives.rl_losses import generalized_jsd, reverse_kl
-from arena.objectives.teacher import align_vocab, prepare_teacher, teacher_completion_logits
+from arena.objectives.teacher import align_vocab, teacher_completion_logits
 from arena import rollouts as R
 
 
@@ -62,13 +62,7 @@ class GKD(Objective):
         require_teacher(options)
 
     def prepare(self, ctx: TrainContext) -> dict:
-        o = self.options
-        teacher = prepare_teacher(ctx, o.teacher)
-        self.pool = R.prompt_pool_for(ctx, o.max_new_tokens, need_answer=False)
-        self.per_step = R.prompts_per_step(o.prompts_per_step, ctx.train)
-        self.params = R.SamplingParams(o.temperature, o.top_p, o.max_new_tokens, o.n_samples)
-        return {"examples": len(self.pool), "dropped": self.pool.n_dropped, "prompts_per_step": self.per_step,
-                "teacher": teacher}
+        return prepare_distillation(self, ctx)
 
     def _reference_completions(self, ctx: TrainContext, idx: list[int]) -> list[list[int]]:
         """The target's reference responses as completion tokens (chat template, ending in EOS), cut

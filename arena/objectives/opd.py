@@ -39,6 +39,18 @@ def require_teacher(options) -> None:
                           "(--set objective.teacher=... or --teacher)")
 
 
+def prepare_distillation(obj: Objective, ctx: TrainContext) -> dict:
+    """Shared by OPD and GKD: load the teacher into ctx.extras, build the prompt pool and the
+    sampling parameters on `obj`; returns the record's data stats."""
+    o = obj.options
+    teacher = prepare_teacher(ctx, o.teacher)
+    obj.pool = R.prompt_pool_for(ctx, o.max_new_tokens, need_answer=False)
+    obj.per_step = R.prompts_per_step(o.prompts_per_step, ctx.train)
+    obj.params = R.SamplingParams(o.temperature, o.top_p, o.max_new_tokens, o.n_samples)
+    return {"examples": len(obj.pool), "dropped": obj.pool.n_dropped, "prompts_per_step": obj.per_step,
+            "teacher": teacher}
+
+
 @OBJECTIVES.register("opd")
 class OPD(Objective):
     name = "opd"
@@ -71,13 +83,8 @@ class OPD(Objective):
         require_teacher(options)
 
     def prepare(self, ctx: TrainContext) -> dict:
-        o = self.options
-        teacher = prepare_teacher(ctx, o.teacher)
-        self.pool = R.prompt_pool_for(ctx, o.max_new_tokens, need_answer=False)
-        self.per_step = R.prompts_per_step(o.prompts_per_step, ctx.train)
-        self.params = R.SamplingParams(o.temperature, o.top_p, o.max_new_tokens, o.n_samples)
-        return {"examples": len(self.pool), "dropped": self.pool.n_dropped, "prompts_per_step": self.per_step,
-                "samples_per_step": self.per_step * o.n_samples, "teacher": teacher}
+        stats = prepare_distillation(self, ctx)
+        return {**stats, "samples_per_step": self.per_step * self.options.n_samples}
 
     def batches(self, ctx: TrainContext, step: int) -> list[dict]:
         o = self.options

@@ -69,6 +69,22 @@ def pubmedqa_example(pmid: str, rec: dict, path) -> Example:
     return Example(prompt=prompt, response=response, answer=label, meta={"source": "pubmedqa_train", "pmid": pmid})
 
 
+def iter_medqa(path):
+    """Validated MedQA (4-option) records: (1-based line, record) with options A–D and a letter answer.
+
+    Shared by the held-out probe here and the lm-eval conversion (arena/evaluation/convert.py).
+    """
+    for lineno, rec in iter_jsonl(path, ("question", "options", "answer_idx")):
+        opts = rec["options"]
+        if not isinstance(opts, dict) or sorted(opts) != list(LETTERS):
+            raise DataError(f"{path}: line {lineno}: field 'options' must have keys A, B, C, D; "
+                            f"got {sorted(opts) if isinstance(opts, dict) else opts!r}")
+        if rec["answer_idx"] not in opts:
+            raise DataError(f"{path}: line {lineno}: field 'answer_idx' is {rec['answer_idx']!r}; "
+                            "expected one of A, B, C, D")
+        yield lineno, rec
+
+
 @TARGETS.register("medical")
 class MedicalTarget(FileTarget):
     name = "medical"
@@ -113,16 +129,9 @@ class MedicalTarget(FileTarget):
         return items if cap is None else items[:cap]
 
     def _medqa(self) -> list[Example]:
-        path = self._path(MEDQA_TEST)
         out = []
-        for lineno, rec in iter_jsonl(path, ("question", "options", "answer_idx")):
-            opts = rec["options"]
-            if not isinstance(opts, dict) or sorted(opts) != list(LETTERS):
-                raise DataError(f"{path}: line {lineno}: field 'options' must have keys A, B, C, D; "
-                                f"got {sorted(opts) if isinstance(opts, dict) else opts!r}")
-            letter = rec["answer_idx"]
-            if letter not in opts:
-                raise DataError(f"{path}: line {lineno}: field 'answer_idx' is {letter!r}; expected one of A, B, C, D")
+        for lineno, rec in iter_medqa(self._path(MEDQA_TEST)):
+            opts, letter = rec["options"], rec["answer_idx"]
             out.append(Example(prompt=format_mcq(rec["question"], [opts[k] for k in LETTERS]),
                                response=f"The answer is {letter}.", answer=letter,
                                meta={"source": "medqa_test", "line": lineno}))
