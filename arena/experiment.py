@@ -76,7 +76,7 @@ def _check_out_dir(out: Path, cfg: RunConfig) -> str:
     old = yaml.safe_load(saved.read_text())
     new = cfg.to_dict()
     # Only what changes the result must match; presentation knobs may differ between attempts.
-    ignore_train = {"progress", "log_every", "save_every", "threads"}
+    ignore_train = {"progress", "log_every", "save_every", "threads", "cast_cache"}  # cast_cache: bit-identical
     strip = lambda d: {**d, "out": None, "train": {k: v for k, v in d["train"].items() if k not in ignore_train}}  # noqa: E731
     if strip(old) != strip(new):
         diff = [k for k in new if strip(old).get(k) != strip(new).get(k)]
@@ -193,7 +193,8 @@ def run_training(cfg: RunConfig, log: Callable[[str], None] = print) -> dict:
     record["probes"] = {"base": base_probes}
     try:
         log(f"{method.name}: {trainable:,} trainable / {total:,} params; lr {lr:g}; {precision} on {device}; "
-            f"{record['data'].get('examples', '?')} examples -> {record['data'].get('rows', '?')} rows")
+            f"{record['data'].get('examples', '?')} examples -> {record['data'].get('rows', '?')} rows"
+            + (f" ({record['data']['layout']})" if "layout" in record["data"] else ""))
         result = train(ctx, objective, method, out, lr)
         record["train"] = {k: v for k, v in asdict(result).items() if k != "history"}
         if out:

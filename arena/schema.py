@@ -35,8 +35,13 @@ def coerce(value: Any, tp: Any, field: str) -> Any:
         return value
     if origin is Literal:
         allowed = get_args(tp)
-        if value in allowed:
+        if value in allowed and type(value) is type(next(a for a in allowed if a == value)):
             return value
+        # YAML 1.1 reads a bare on/off/yes/no as a bool: map it back to the word the field allows
+        if isinstance(value, bool):
+            for word in (("on", "yes", "true") if value else ("off", "no", "false")):
+                if word in allowed:
+                    return word
         raise ConfigError(field, value, f"allowed: {', '.join(map(str, allowed))}{suggest(str(value), map(str, allowed))}")
     if origin in (Union, types.UnionType):
         args = get_args(tp)

@@ -46,7 +46,7 @@ from arena.errors import ArenaError, ConfigError, suggest
 from arena.schema import apply_overrides, build, to_dict
 
 # Train fields that change nothing about the trained weights (excluded from the run id).
-PRESENTATION_TRAIN_KEYS = ("progress", "log_every", "save_every", "threads", "eval_every")
+PRESENTATION_TRAIN_KEYS = ("progress", "log_every", "save_every", "threads", "eval_every", "cast_cache")
 METHOD_RESERVED = ("name", "label", "lr", "train", "objectives")
 INTERP_PATHS = ("auto", "weights", "generator")
 

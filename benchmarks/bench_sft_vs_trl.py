@@ -5,7 +5,7 @@ target's 2,000 GSM8K train examples in chat format, prompt masked), same method 
 all-linear, dropout 0.05), same micro-batch (4 × 256), same number of steps. Each configuration
 runs in its own subprocess so its peak memory (RSS) is its own; timing excludes warm-up steps.
 
-    python benchmarks/bench_sft_vs_trl.py [--steps 30] [--warmup 3] [--only arena,trl-packed]
+    python benchmarks/bench_sft_vs_trl.py [--steps 30] [--warmup 3] [--repeats 2] [--only arena,trl-packed]
 
 Reported: real (non-padding) tokens/s, the ratio to TRL's fastest setting, peak RSS, and
 achieved model FLOP/s (6·N·tokens/s, N = total parameters) as a fraction of a bf16 2048³ matmul
@@ -17,17 +17,31 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
 
 CONFIGS = {
-    "arena": "arena core: best-fit packing, bf16 autocast, fp32 master weights",
-    "arena-nodrop": "arena core, LoRA dropout 0 (dropout costs ~25% of a CPU step)",
+    "arena": "arena core defaults: padding-free packing, skip-sampled dropout, cached frozen casts",
+    "arena-v1": "arena core as first landed: rows + block mask, torch dropout, per-forward casts",
+    "arena-rows": "defaults but packing=rows (fixed 4 x 256 rows, block-diagonal mask)",
+    "arena-torchdrop": "defaults but dropout_sampler=torch",
+    "arena-nocache": "defaults but cast_cache=off",
+    "arena-nodrop": "defaults, LoRA dropout 0 (not the matched setting; shows what dropout costs)",
     "trl-padded": "TRL SFTTrainer bf16, padded batches (no packing)",
     "trl-packed": "TRL SFTTrainer bf16, packing='wrapped'",
     "trl-bfd": "TRL SFTTrainer bf16, packing='bfd' (padding-free)",
 }
+ARENA_OVERRIDES = {
+    "arena": [],
+    "arena-v1": ["train.packing=rows", "train.dropout_sampler=torch", "train.cast_cache=off"],
+    "arena-rows": ["train.packing=rows"],
+    "arena-torchdrop": ["train.dropout_sampler=torch"],
+    "arena-nocache": ["train.cast_cache=off"],
+    "arena-nodrop": ["method.dropout=0"],
+}
+DEFAULT_ONLY = "arena,arena-v1,arena-nodrop,trl-padded,trl-packed,trl-bfd"
 SEQ, BATCH = 256, 4
 
 
@@ -122,12 +136,12 @@ def child(name: str, steps: int, warmup: int) -> None:
         loop.train = wrapped
         import arena.experiment as ex  # run_training imports train lazily from the module
 
-        dropout = 0.0 if name == "arena-nodrop" else 0.05
         cfg = load_run_config(None, [
-            "model.name=smollm2-135m-instruct", "method.name=lora", f"method.dropout={dropout}",
+            "model.name=smollm2-135m-instruct", "method.name=lora", "method.dropout=0.05",
             "target.name=math", "target.max_train_examples=2000", f"train.steps={steps + warmup}",
             f"train.batch_size={BATCH}", f"train.seq_len={SEQ}", "train.progress=false", "probe.heldout=0",
             "probe.greedy=0", "train.lr=2e-4", "train.schedule=constant", "train.warmup_steps=0",
+            *ARENA_OVERRIDES[name],
         ])
         rec = ex.run_training(cfg, log=lambda s: None)
         times = [h["seconds"] for h in per_step][warmup:]
@@ -146,7 +160,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--only", default=",".join(CONFIGS))
+    ap.add_argument("--repeats", type=int, default=1, help="interleaved rounds; the table shows medians")
+    ap.add_argument("--only", default=DEFAULT_ONLY, help=f"comma-separated, from: {', '.join(CONFIGS)}")
     ap.add_argument("--child")
     args = ap.parse_args()
     if args.child:
@@ -156,29 +171,50 @@ def main() -> None:
 
     peak = matmul_peak()
     print(f"bf16 2048^3 matmul: {peak / 1e9:.0f} GFLOP/s on {torch.get_num_threads()} threads")
+    names = args.only.split(",")
+    unknown = [n for n in names if n not in CONFIGS]
+    if unknown:
+        sys.exit(f"--only: unknown config(s) {', '.join(unknown)}; allowed: {', '.join(CONFIGS)}")
+    runs: dict[str, list[dict]] = {n: [] for n in names}
+    # Rounds interleave the configurations (A B C, A B C, ...): on shared cores the machine's speed
+    # drifts by 10-20% over minutes, and interleaving spreads that drift over every configuration.
+    for rnd in range(args.repeats):
+        for name in names:
+            t0 = time.perf_counter()
+            proc = subprocess.run([sys.executable, __file__, "--child", name, "--steps", str(args.steps),
+                                   "--warmup", str(args.warmup)], capture_output=True, text=True)
+            line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+            if proc.returncode != 0 or line is None:
+                print(f"{name}: FAILED\n{proc.stderr[-2000:]}")
+                continue
+            r = json.loads(line[7:])
+            r["wall_s"] = time.perf_counter() - t0
+            runs[name].append(r)
+            print(f"  round {rnd + 1}: {name}: {r['tok_s']:.0f} tok/s ({r['wall_s']:.0f}s wall)", flush=True)
     results = []
-    for name in args.only.split(","):
-        t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, __file__, "--child", name, "--steps", str(args.steps),
-                               "--warmup", str(args.warmup)], capture_output=True, text=True)
-        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
-        if proc.returncode != 0 or line is None:
-            print(f"{name}: FAILED\n{proc.stderr[-2000:]}")
-            continue
-        r = json.loads(line[7:])
-        r["wall_s"] = time.perf_counter() - t0
-        results.append(r)
-        print(f"  done {name}: {r['tok_s']:.0f} tok/s ({r['wall_s']:.0f}s wall)", flush=True)
+    for name, rs in runs.items():
+        if rs:
+            med = statistics.median(r["tok_s"] for r in rs)
+            results.append({**rs[0], "tok_s": med, "all": [r["tok_s"] for r in rs],
+                            "peak_rss_mb": max(r["peak_rss_mb"] for r in rs)})
     trl = [r for r in results if r["name"].startswith("trl")]
     best = max(trl, key=lambda r: r["tok_s"]) if trl else None
-    print(f"\n{'config':14s} {'tok/s':>8s} {'vs TRL best':>11s} {'peak RSS MB':>11s} {'6N·tok/s / peak':>15s}  description")
+    print(f"\n{'config':16s} {'tok/s':>8s} {'vs TRL best':>11s} {'peak RSS MB':>11s} {'6N·tok/s / peak':>15s}  "
+          f"{'runs':18s} description")
     for r in results:
         ratio = r["tok_s"] / best["tok_s"] if best else float("nan")
         mfu = 6 * r["n_params"] * r["tok_s"] / peak
-        print(f"{r['name']:14s} {r['tok_s']:8.0f} {ratio:10.2f}x {r['peak_rss_mb']:11.0f} {mfu:15.1%}  {CONFIGS[r['name']]}")
+        runs_s = "/".join(f"{v:.0f}" for v in r["all"])
+        print(f"{r['name']:16s} {r['tok_s']:8.0f} {ratio:10.2f}x {r['peak_rss_mb']:11.0f} {mfu:15.1%}  {runs_s:18s} "
+              f"{CONFIGS[r['name']]}")
     if best:
-        print(f"\nTRL fastest: {best['name']} ({best['tok_s']:.0f} tok/s). {args.steps} timed steps after {args.warmup} warm-up, "
-              f"batch {BATCH} x {SEQ}, LoRA r8 all-linear, SmolLM2-135M-Instruct, GSM8K (2,000 examples).")
+        arena = next((r for r in results if r["name"] == "arena"), None)
+        if arena and len(arena["all"]) > 1:
+            print(f"\narena vs {best['name']}, worst case (slowest arena run / fastest TRL run): "
+                  f"{min(arena['all']) / max(best['all']):.2f}x")
+        print(f"\nTRL fastest: {best['name']} ({best['tok_s']:.0f} tok/s, median of {len(best['all'])}). "
+              f"{args.steps} timed steps after {args.warmup} warm-up, batch {BATCH} x {SEQ}, LoRA r8 α16 "
+              f"dropout 0.05 all-linear, SmolLM2-135M-Instruct, GSM8K (2,000 examples).")
 
 
 if __name__ == "__main__":

@@ -50,6 +50,7 @@ def test_resume_after_interrupt_is_bitwise_identical(tiny_run_config, tmp_path, 
     run_a, run_b = tmp_path / "a", tmp_path / "b"
     rec_a = run_training(tiny_run_config(out=str(run_a), **sets), **QUIET)
     assert rec_a["train"]["resumed_from"] == 0
+    assert rec_a["train"]["fast_paths"]["skip_dropout_modules"] > 0  # the skip sampler's RNG use resumes too
 
     real_batches = SFT.batches
 
@@ -150,7 +151,7 @@ def test_grad_accumulation_matches_one_big_batch(tiny_run_config, monkeypatch, t
     acc, g_acc, m_acc = _first_step(tiny_run_config, monkeypatch, tmp_path, batch_size=2, grad_accum=2)
     # Same rows, split in two micro-batches...
     assert len(m_big) == 1 and len(m_acc) == 2
-    assert torch.equal(torch.cat([b["input_ids"] for b in m_acc]), m_big[0]["input_ids"])
+    assert torch.equal(torch.cat([b["input_ids"] for b in m_acc], dim=1), m_big[0]["input_ids"])  # padding-free rows
     # ...with different loss-token counts, so averaging per-micro-batch means would NOT match:
     # only normalising by the step's tokens gives the big-batch gradient.
     assert m_acc[0]["n_loss_tokens"] != m_acc[1]["n_loss_tokens"]

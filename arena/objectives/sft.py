@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,7 +11,8 @@ import torch
 from arena.objectives.base import OBJECTIVES, LossOutput, Objective, TrainContext
 from arena.objectives.losses import label_logits, token_ce_sum
 from arena.training.device import autocast
-from arena.training.packing import pack, tokenize_examples
+from arena.training.packing import pack, padding_free_batch, tokenize_examples
+from arena.training.varlen import cu_seq_lens, packed_attention, supports_packed_attention
 
 
 @OBJECTIVES.register("sft")
@@ -26,6 +28,7 @@ class SFT(Objective):
         examples = ctx.target.train_examples(ctx.seed)
         tokenized, dropped = tokenize_examples(ctx.tokenizer, examples, ctx.train.seq_len)
         self.data = pack(tokenized, ctx.train.seq_len, ctx.tokenizer.pad_token_id, seed=ctx.seed, n_dropped=dropped)
+        self.padding_free = ctx.train.packing == "padding_free" and supports_packed_attention(ctx.model)
         d = self.data
         return {
             "examples": d.n_examples,
@@ -33,6 +36,8 @@ class SFT(Objective):
             "rows": d.rows,
             "fill_ratio": round(d.fill_ratio(), 4),
             "epoch_tokens": int(d.n_real.sum()),
+            # what actually ran: padding_free falls back to rows for models it cannot serve
+            "layout": "padding_free" if self.padding_free else "rows",
         }
 
     def _row_indices(self, ctx: TrainContext, step: int, micro: int) -> np.ndarray:
@@ -54,18 +59,23 @@ class SFT(Objective):
         for m in range(ctx.train.grad_accum):
             rows = torch.from_numpy(self._row_indices(ctx, step, m))
             d = self.data
-            out.append({
-                "input_ids": d.input_ids[rows],
-                "labels": d.labels[rows],
-                "position_ids": d.position_ids[rows],
-                "n_real": int(d.n_real[rows].sum()),
-                "n_loss_tokens": int((d.labels[rows][:, 1:] != -100).sum()),
-            })
+            ids, labels, pos = d.input_ids[rows], d.labels[rows], d.position_ids[rows]
+            batch = {"n_real": int(d.n_real[rows].sum())}
+            if getattr(self, "padding_free", False):
+                ids, labels, pos = padding_free_batch(ids, labels, pos, d.n_real[rows])
+                batch["cu_seq_lens"] = cu_seq_lens(pos)  # stays on the host: read once per layer
+            batch.update(input_ids=ids, labels=labels, position_ids=pos,
+                         n_loss_tokens=int((labels[:, 1:] != -100).sum()))
+            out.append(batch)
         return out
 
     def loss(self, ctx: TrainContext, batch: dict) -> LossOutput:
         dev = ctx.device
-        with autocast(dev, ctx.precision):
-            logits, targets = label_logits(ctx.model, batch["input_ids"].to(dev), batch["labels"].to(dev),
-                                           position_ids=batch["position_ids"].to(dev))
+        kwargs = {"position_ids": batch["position_ids"].to(dev)}
+        packed = contextlib.nullcontext()
+        if "cu_seq_lens" in batch:
+            kwargs["cu_seq_lens_q"] = kwargs["cu_seq_lens_k"] = batch["cu_seq_lens"]
+            packed = packed_attention(ctx.model)
+        with autocast(dev, ctx.precision), packed:
+            logits, targets = label_logits(ctx.model, batch["input_ids"].to(dev), batch["labels"].to(dev), **kwargs)
         return LossOutput(token_ce_sum(logits, targets), int(targets.numel()))

@@ -35,6 +35,7 @@ class TrainResult:
     first_loss: float | None
     last_loss: float | None
     peak_memory_mb: float
+    fast_paths: dict = field(default_factory=dict)
     history: list = field(default_factory=list)
 
 
@@ -46,11 +47,45 @@ def _truncate_log(log_path: Path, after_step: int) -> None:
     log_path.write_text("".join(ln + "\n" for ln in keep))
 
 
+def install_fast_paths(model: torch.nn.Module, cfg, device: torch.device) -> tuple[dict, list]:
+    """Same-law, same-result implementation swaps for the duration of training (see
+    arena/training/dropout.py and cast_cache.py); returns (what was installed, undo callables)."""
+    from arena.training.cast_cache import FrozenCastCache
+    from arena.training.dropout import use_skip_dropout
+
+    info, undo = {}, []
+    if cfg.dropout_sampler == "skip" or (cfg.dropout_sampler == "auto" and device.type == "cpu"):
+        restore = use_skip_dropout(model)
+        undo.append(restore)
+        info["skip_dropout_modules"] = restore.count
+    if cfg.cast_cache == "on" or (cfg.cast_cache == "auto" and device.type == "cpu"):
+        cache = FrozenCastCache(model)
+        undo.append(cache.remove)
+        info["cast_cache_linears"] = len(cache)
+    return info, undo
+
+
 def train(ctx: TrainContext, objective: Objective, method, out_dir: Path | None, lr: float) -> TrainResult:
     cfg = ctx.train
     model = ctx.model
+    fast_paths, undo = install_fast_paths(model, cfg, ctx.device)
+    try:
+        return _train(ctx, objective, method, out_dir, lr, fast_paths)
+    finally:
+        for fn in reversed(undo):
+            fn()
+
+
+def _train(ctx: TrainContext, objective: Objective, method, out_dir: Path | None, lr: float,
+           fast_paths: dict) -> TrainResult:
+    cfg = ctx.train
+    model = ctx.model
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.999), eps=1e-8)
+    # fused: one kernel over all parameters (CPU and CUDA); torch's default on CPU is a Python
+    # loop of ~8 ops per tensor, 15 ms a step for LoRA's 420 small tensors vs 3 ms fused
+    fused = all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.999), eps=1e-8,
+                            fused=fused or None)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: lr_factor(s, cfg.steps, cfg.warmup_steps, cfg.schedule, cfg.min_lr_ratio)
     )
@@ -152,5 +187,6 @@ def train(ctx: TrainContext, objective: Objective, method, out_dir: Path | None,
         first_loss=first_loss,
         last_loss=last_loss,
         peak_memory_mb=round(peak_memory_mb(ctx.device), 1),
+        fast_paths=fast_paths,
         history=history,
     )

@@ -1,10 +1,12 @@
 """Chat-formatted tokenization with prompt masking, and best-fit packing into fixed-length rows.
 
 Why packing this way: examples are placed whole (never split across rows, so every label token
-sees its prompt) into rows of `seq_len` by best-fit-decreasing bin packing, which wastes a few
-percent instead of the ~40% of padding each example to the batch maximum. Each document restarts
-its `position_ids` at 0; transformers turns that into a block-diagonal causal mask, so packed
-documents never attend to each other.
+sees its prompt) into rows of `seq_len` by best-fit-decreasing bin packing. Each document restarts
+its `position_ids` at 0, so packed documents never attend to each other: in the `rows` layout
+transformers turns that into a block-diagonal causal mask; in the default `padding_free` layout
+(`padding_free_batch`) a micro-batch's rows are laid end to end without their padding and attention
+runs per document (arena/training/varlen.py), so the row tails that whole-document packing cannot
+fill (GSM8K at 256 tokens: 19%) cost nothing.
 """
 
 from __future__ import annotations
@@ -120,7 +122,10 @@ def pack(examples: list[TokenizedExample], seq_len: int, pad_id: int, seed: int,
             e = examples[i]
             L = len(e.input_ids)
             ids[row, at : at + L] = torch.tensor(e.input_ids)
-            labels[row, at + e.n_prompt : at + L] = torch.tensor(e.input_ids[e.n_prompt :])
+            # A document's first token never carries a label (n_prompt >= 1): in the padding-free
+            # layout the previous document's last token would otherwise be scored on it.
+            first = max(e.n_prompt, 1)
+            labels[row, at + first : at + L] = torch.tensor(e.input_ids[first:])
             pos[row, at : at + L] = torch.arange(L)
             at += L
         n_real[row] = at
@@ -130,3 +135,10 @@ def pack(examples: list[TokenizedExample], seq_len: int, pad_id: int, seed: int,
     # position t is predicted from tokens < t; IGNORE at the first token of each document keeps
     # a document from being scored against the previous one's last token.
     return PackedData(ids, labels, pos, n_real, (labels != IGNORE).sum(1), len(examples), n_dropped)
+
+
+def padding_free_batch(input_ids: torch.Tensor, labels: torch.Tensor, position_ids: torch.Tensor,
+                       n_real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rows [B, seq_len] -> one row [1, Σ n_real] without padding (row-major order kept)."""
+    real = torch.arange(input_ids.shape[1]) < n_real[:, None]
+    return input_ids[real][None], labels[real][None], position_ids[real][None]
