@@ -210,8 +210,12 @@ def main() -> None:
     if best:
         arena = next((r for r in results if r["name"] == "arena"), None)
         if arena and len(arena["all"]) > 1:
-            print(f"\narena vs {best['name']}, worst case (slowest arena run / fastest TRL run): "
-                  f"{min(arena['all']) / max(best['all']):.2f}x")
+            # paired by round: each round's arena run against the fastest TRL run of that round
+            trl_names = [r["name"] for r in trl]
+            paired = [runs["arena"][i]["tok_s"] / max(runs[n][i]["tok_s"] for n in trl_names)
+                      for i in range(args.repeats) if all(len(runs[n]) > i for n in ["arena", *trl_names])]
+            print(f"\narena / fastest TRL, per round: {', '.join(f'{v:.2f}x' for v in paired)}; "
+                  f"worst case across rounds (slowest arena / fastest TRL run): {min(arena['all']) / max(best['all']):.2f}x")
         print(f"\nTRL fastest: {best['name']} ({best['tok_s']:.0f} tok/s, median of {len(best['all'])}). "
               f"{args.steps} timed steps after {args.warmup} warm-up, batch {BATCH} x {SEQ}, LoRA r8 α16 "
               f"dropout 0.05 all-linear, SmolLM2-135M-Instruct, GSM8K (2,000 examples).")
