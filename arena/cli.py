@@ -23,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def runtime_defaults() -> None:
+    """Process defaults for the CLI and sweep workers, set before transformers is imported."""
     # Offline by default: these machines have no hub; a user with one can set HF_HUB_OFFLINE=0.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -34,6 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     # Library deprecation chatter (transformers/peft) is not actionable for arena users.
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
+def main(argv: list[str] | None = None) -> int:
+    runtime_defaults()
     parser = build_parser()
     args = parser.parse_args(argv)
     from arena.errors import ArenaError

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from arena.errors import ConfigError
+from arena.models.loader import unwrap_peft
 from arena.registry import Registry
 from arena.training.device import autocast
 
@@ -75,6 +76,10 @@ class Rollouts:
 
     def completion_lists(self) -> list[list[int]]:
         return [self.completion_ids[i][self.completion_mask[i]].tolist() for i in range(len(self))]
+
+    def as_batch(self, pad_id: int) -> dict:
+        """The rollouts as a right-padded training batch (see `sequence_batch`)."""
+        return sequence_batch(self.prompt_ids, self.completion_lists(), pad_id)
 
 
 Backend = Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
@@ -139,7 +144,7 @@ def _cache_kwarg(model) -> str:
     """transformers 5.x calls the KV cache argument `cache`; 4.x called it `past_key_values`."""
     import inspect
 
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = unwrap_peft(model)
     return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 

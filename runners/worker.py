@@ -154,14 +154,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     _set_parent_death_signal()
     _check_driver_alive()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    import warnings
+    from arena.cli import runtime_defaults
 
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    runtime_defaults()
     return run(Path(args.sweep_dir), args.run_id)
 
 

@@ -40,6 +40,7 @@ from pathlib import Path
 import torch
 
 from arena.errors import ArenaError
+from arena.models.loader import unwrap_peft
 
 PATHS = ("weights", "generator")
 SUITES = ("general", "target")
@@ -112,7 +113,7 @@ def adapter_layers(wrapped: torch.nn.Module) -> list[tuple[str, object, str]]:
     from peft.tuners.boft.layer import BOFTLayer
     from peft.tuners.oft.layer import OFTLayer
 
-    inner = wrapped.get_base_model() if hasattr(wrapped, "get_base_model") else wrapped
+    inner = unwrap_peft(wrapped)
     out = []
     for name, layer in inner.named_modules():
         if not isinstance(layer, (OFTLayer, BOFTLayer)):

@@ -136,19 +136,25 @@ def evaluate_model(model, tokenizer, suites: list[str], target: str | Any | None
                                batch_size, proxies, reference, target_options, model_id, log, verbose, progress)
 
 
+def _task_plan(suites, target, data_dir, target_options, tasks, settings, limit, seed, batch_size):
+    """(target, task plan per axis, axis members, task names, settings); every task's data is checked."""
+    from arena.evaluation.tasks import check_available
+
+    tgt = _target_for(suites, target, data_dir, target_options)
+    plan = resolve_tasks(suites, tgt, tasks)
+    names = [n for ns in plan.values() for n in ns]
+    check_available(names, data_dir)
+    return tgt, plan, _axis_members(suites, tgt, plan), names, _settings(settings, limit, seed, batch_size)
+
+
 def _evaluate_model(model, tokenizer, suites, target, limit, data_dir, seed, device, tasks, settings, batch_size,
                     proxies, reference, target_options, model_id, log, verbose, progress) -> dict:
     from arena.evaluation import proxies as px
     from arena.evaluation.runner import run_tasks
-    from arena.evaluation.tasks import check_available
 
     t0 = time.perf_counter()
-    tgt = _target_for(suites, target, data_dir, target_options)
-    plan = resolve_tasks(suites, tgt, tasks)
-    members = _axis_members(suites, tgt, plan)
-    names = [n for ns in plan.values() for n in ns]
-    check_available(names, data_dir)
-    s = _settings(settings, limit, seed, batch_size)
+    tgt, plan, members, names, s = _task_plan(suites, target, data_dir, target_options, tasks, settings, limit,
+                                              seed, batch_size)
     dev = _resolve_device(device, model)
     if next(model.parameters()).device != dev:
         model.to(dev)
@@ -224,16 +230,11 @@ def _base_scores(model_name, suites, target, limit, data_dir, seed, device, task
     from arena.evaluation import proxies as px
     from arena.evaluation.cache import BaseCache, model_fingerprint
     from arena.evaluation.runner import run_tasks
-    from arena.evaluation.tasks import check_available
     from arena.models.loader import load_model, load_tokenizer
 
     t0 = time.perf_counter()
-    tgt = _target_for(suites, target, data_dir, target_options)
-    plan = resolve_tasks(suites, tgt, tasks)
-    members = _axis_members(suites, tgt, plan)
-    names = [n for ns in plan.values() for n in ns]
-    check_available(names, data_dir)
-    s = _settings(settings, limit, seed, batch_size)
+    tgt, plan, members, names, s = _task_plan(suites, target, data_dir, target_options, tasks, settings, limit,
+                                              seed, batch_size)
     dev = _resolve_device(device)
     fp = model_fingerprint(model_name, revision)
     tok = load_tokenizer(model_name, revision)

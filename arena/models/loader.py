@@ -17,6 +17,11 @@ from arena.errors import ArenaError
 from arena.models import catalog
 
 
+def unwrap_peft(model):
+    """The transformers model inside a peft wrapper (the model itself when it is not wrapped)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 @dataclass
 class ModelInfo:
     """Provenance of the loaded model; copied into every run record."""

@@ -88,7 +88,7 @@ class GKD(Objective):
                 ro = R.sample(ctx.model, ctx.tokenizer, prompts, self.params, R.derive_seed(ctx.seed, step, m, 4),
                               ctx.device, ctx.precision, o.backend)
                 gen_s += ro.seconds
-                b = R.sequence_batch(ro.prompt_ids, ro.completion_lists(), pad)
+                b = ro.as_batch(pad)
                 metrics = R.rollout_metrics(ro)
             else:
                 comps = self._reference_completions(ctx, idx)

@@ -128,7 +128,7 @@ class GRPO(Objective):
             answers = [self.pool.examples[i].answer for i in idx]
             rewards = torch.tensor([self.reward_fn(t, answers[g]) for t, g in zip(ro.texts, ro.group.tolist())])
             adv = group_advantages(rewards, o.n_samples, scale=o.scale_rewards)
-            b = R.sequence_batch(ro.prompt_ids, ro.completion_lists(), pad)
+            b = ro.as_batch(pad)
             b["old_logprobs"] = ro.logprobs[ro.completion_mask]
             b["advantages"] = adv
             if o.kl_coef > 0:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from arena.models.loader import unwrap_peft
+
 IGNORE = -100
 
 
@@ -38,7 +40,7 @@ def label_logits(model: torch.nn.Module, input_ids: torch.Tensor, labels: torch.
     tokens on arith, 60% on GSM8K). Falls back to the full forward for models that post-process
     logits (soft-capping) or whose decoder/head cannot be reached.
     """
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = unwrap_peft(model)
     decoder = base.get_decoder() if hasattr(base, "get_decoder") else None
     head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
     cfg = getattr(base, "config", None)

@@ -93,7 +93,7 @@ class OPD(Objective):
             ro = R.sample(ctx.model, ctx.tokenizer, [self.pool.prompt_ids[i] for i in idx], self.params,
                           R.derive_seed(ctx.seed, step, m, 2), ctx.device, ctx.precision, o.backend)
             gen_s += ro.seconds
-            b = R.sequence_batch(ro.prompt_ids, ro.completion_lists(), ctx.tokenizer.pad_token_id)
+            b = ro.as_batch(ctx.tokenizer.pad_token_id)
             b["n_loss_tokens"] = b["n_completion"]
             b["metrics"] = R.rollout_metrics(ro)
             out.append(b)
@@ -144,7 +144,7 @@ def opd_diagnostics(student, teacher, tokenizer, prompts: list[str], *, top_k: i
         for c, s in enumerate(range(0, len(prompt_ids), batch_size)):
             ro = R.sample(student, tokenizer, prompt_ids[s:s + batch_size], params, R.derive_seed(seed, c, 5),
                           device, precision, backend)
-            b = R.sequence_batch(ro.prompt_ids, ro.completion_lists(), tokenizer.pad_token_id)
+            b = ro.as_batch(tokenizer.pad_token_id)
             s_logits, _ = R.completion_logits(student, b, device, precision)
             t_logits = teacher_completion_logits(teacher, b, device, precision)
             s_logits, t_logits = align_vocab(s_logits.float(), t_logits)

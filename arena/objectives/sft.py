@@ -61,7 +61,7 @@ class SFT(Objective):
             d = self.data
             ids, labels, pos = d.input_ids[rows], d.labels[rows], d.position_ids[rows]
             batch = {"n_real": int(d.n_real[rows].sum())}
-            if getattr(self, "padding_free", False):
+            if self.padding_free:
                 ids, labels, pos = padding_free_batch(ids, labels, pos, d.n_real[rows])
                 batch["cu_seq_lens"] = cu_seq_lens(pos)  # stays on the host: read once per layer
             batch.update(input_ids=ids, labels=labels, position_ids=pos,

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from arena.errors import ArenaError
+from arena.models.loader import unwrap_peft
 
 
 def vocab_fingerprint(tokenizer) -> str:
@@ -28,7 +29,7 @@ def model_label(tokenizer, model=None, fallback: str = "the student") -> str:
     """A printable name for a loaded model: its folder / hub id, else `fallback`."""
     name = getattr(tokenizer, "name_or_path", "") or ""
     if not name and model is not None:
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        base = unwrap_peft(model)
         name = getattr(getattr(base, "config", None), "_name_or_path", "") or ""
     return name or fallback
 

@@ -21,6 +21,8 @@ import contextlib
 import torch
 import torch.nn.functional as F
 
+from arena.models.loader import unwrap_peft
+
 NAME = "arena_varlen_sdpa"
 
 
@@ -68,7 +70,7 @@ def register() -> None:
 
 def supports_packed_attention(model: torch.nn.Module) -> bool:
     """True when the model dispatches attention through transformers' AttentionInterface."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = unwrap_peft(model)
     cfg = getattr(base, "config", None)
     return bool(getattr(base, "_supports_attention_backend", False)) and cfg is not None \
         and getattr(cfg, "_attn_implementation", None) in ("sdpa", "eager")
@@ -78,7 +80,7 @@ def supports_packed_attention(model: torch.nn.Module) -> bool:
 def packed_attention(model: torch.nn.Module):
     """Within the block, the model's attention runs per document (see module docstring)."""
     register()
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = unwrap_peft(model)
     cfg = base.config
     old = cfg._attn_implementation
     cfg._attn_implementation = NAME
