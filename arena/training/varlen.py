@@ -48,9 +48,11 @@ def varlen_sdpa_forward(module: torch.nn.Module, query: torch.Tensor, key: torch
     p = dropout if module.training else 0.0
     # fp32 inside autocast: torch's CPU flash kernel is ~1.7x faster per document in fp32 than in
     # bf16 (backward), and attention scores lose nothing to rounding.
+    # Elsewhere the ambient autocast stays on: it brings q/k (fp32 after RoPE) and v (bf16) to one dtype.
     dtype = query.dtype
-    with torch.autocast(query.device.type, enabled=False):
-        q_, k_, v_ = (t.float() for t in (query, key, value)) if query.device.type == "cpu" else (query, key, value)
+    on_cpu = query.device.type == "cpu"
+    with torch.autocast("cpu", enabled=False) if on_cpu else contextlib.nullcontext():
+        q_, k_, v_ = (t.float() for t in (query, key, value)) if on_cpu else (query, key, value)
         # split (not slicing) so the backward concatenates the per-document gradients once
         # instead of scattering each into a zero tensor of the whole row
         outs = [
