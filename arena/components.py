@@ -24,3 +24,13 @@ def registry_for(kind: str) -> Registry:
 
         return OBJECTIVES
     raise ConfigError("component", kind, "allowed: method, target, objective")
+
+
+def build_components(cfg, check_data: bool = True):
+    """Instantiate (method, target, objective); check the data files (cheap, before any write)."""
+    method = registry_for("method").get(cfg.method.name)(cfg.method.options)
+    target = registry_for("target").get(cfg.target.name)(cfg.target.options, cfg.data_dir)
+    objective = registry_for("objective").get(cfg.objective.name)(cfg.objective.options)
+    if check_data:
+        target.check_data()
+    return method, target, objective

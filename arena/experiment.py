@@ -16,29 +16,17 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from arena.config import RunConfig, dump_yaml, run_config_from_dict
+from arena.config import RunConfig, dump_yaml
 from arena.errors import ArenaError, TrainingFailed
+from arena.components import build_components
 from arena.records import environment, read_record, write_record
-
-FINAL = "final"
+from arena.runs import FINAL, RESULT_NEUTRAL_TRAIN_KEYS, WEIGHTS, load_and_wrap
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def build_components(cfg: RunConfig, check_data: bool = True):
-    """Instantiate (method, target, objective); check the data files (cheap, before any write)."""
-    from arena.components import registry_for
-
-    method = registry_for("method").get(cfg.method.name)(cfg.method.options)
-    target = registry_for("target").get(cfg.target.name)(cfg.target.options, cfg.data_dir)
-    objective = registry_for("objective").get(cfg.objective.name)(cfg.objective.options)
-    if check_data:
-        target.check_data()
-    return method, target, objective
 
 
 def seed_everything(seed: int) -> None:
@@ -49,17 +37,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def load_and_wrap(cfg: RunConfig, method, device):
-    """Base model + tokenizer, wrapped by the method with a seeded init (reproducible adapters)."""
-    from arena.models.loader import load_model
-
-    model, tok, info = load_model(cfg.model.name, cfg.model.revision, cfg.model.trust_remote_code)
-    method.check_model(model)
-    torch.manual_seed(cfg.train.seed)
-    model = method.wrap(model, total_steps=cfg.train.steps)
-    return model.to(device), tok, info
 
 
 def _check_out_dir(out: Path, cfg: RunConfig) -> str:
@@ -76,8 +53,8 @@ def _check_out_dir(out: Path, cfg: RunConfig) -> str:
     old = yaml.safe_load(saved.read_text())
     new = cfg.to_dict()
     # Only what changes the result must match; presentation knobs may differ between attempts.
-    ignore_train = {"progress", "log_every", "save_every", "threads", "cast_cache"}  # cast_cache: bit-identical
-    strip = lambda d: {**d, "out": None, "train": {k: v for k, v in d["train"].items() if k not in ignore_train}}  # noqa: E731
+    strip = lambda d: {**d, "out": None, "train": {k: v for k, v in d["train"].items()  # noqa: E731
+                                                    if k not in RESULT_NEUTRAL_TRAIN_KEYS}}
     if strip(old) != strip(new):
         diff = [k for k in new if strip(old).get(k) != strip(new).get(k)]
         raise ArenaError(f"--out {out} holds a run with a different config (sections differ: {', '.join(diff)}); "
@@ -103,30 +80,7 @@ def run_probes(cfg: RunConfig, model, tok, target, device, precision) -> dict:
 def save_final(run_dir: Path, method, model) -> None:
     folder = run_dir / FINAL
     folder.mkdir(parents=True, exist_ok=True)
-    save_file(method.trainable_state_dict(model), str(folder / "trainable.safetensors"))
-
-
-def load_run_model(run_dir: str | Path, merged: bool = True, device: str | torch.device = "cpu"):
-    """Rebuild a finished run's model: base + the same seeded wrap + the saved trainable weights.
-
-    Works the same for every method (PiSSA's residual base and VeRA's projections are recomputed
-    deterministically). Returns (model, tokenizer, RunConfig); merged=True folds the update in.
-    """
-    import yaml
-
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise ArenaError(f"--run {run_dir}: not a run folder (no config.yaml)")
-    weights = run_dir / FINAL / "trainable.safetensors"
-    if not weights.is_file():
-        raise ArenaError(f"--run {run_dir}: the run has no final weights ({weights}); did it finish?")
-    cfg = run_config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
-    method, _, _ = build_components(cfg, check_data=False)
-    model, tok, _ = load_and_wrap(cfg, method, torch.device("cpu"))
-    method.load_trainable_state_dict(model, load_file(str(weights)))
-    if merged:
-        model = method.merge(model)
-    return model.to(device), tok, cfg
+    save_file(method.trainable_state_dict(model), str(folder / WEIGHTS))
 
 
 def run_training(cfg: RunConfig, log: Callable[[str], None] = print) -> dict:

@@ -43,10 +43,9 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 from arena.errors import ArenaError, ConfigError, suggest
+from arena.runs import RESULT_NEUTRAL_TRAIN_KEYS
 from arena.schema import apply_overrides, build, to_dict
 
-# Train fields that change nothing about the trained weights (excluded from the run id).
-PRESENTATION_TRAIN_KEYS = ("progress", "log_every", "save_every", "threads", "eval_every", "cast_cache")
 METHOD_RESERVED = ("name", "label", "lr", "train", "objectives")
 INTERP_PATHS = ("auto", "weights", "generator")
 
@@ -406,7 +405,7 @@ def identity(config: dict) -> dict:
     c = copy.deepcopy(config)
     c.pop("out", None)
     c.pop("data_dir", None)
-    for k in PRESENTATION_TRAIN_KEYS:
+    for k in RESULT_NEUTRAL_TRAIN_KEYS:
         c.get("train", {}).pop(k, None)
     return c
 

@@ -103,7 +103,8 @@ def main() -> int:
            "NLTK_DATA": str(Path(data_dir) / "nltk_data")}
     os.environ.update({k: env[k] for k in ("ARENA_CACHE", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")})
 
-    from arena.evaluation.runner import RunSettings, plan
+    from arena.evaluation.runner import plan
+    from arena.evaluation.settings import RunSettings
     from arena.evaluation.tasks import export_yaml, resolve_tasks
 
     names = args.tasks.split(",")
@@ -184,7 +185,7 @@ def _sweep(args, cache: Path, data_dir: str) -> None:
     import torch
 
     from arena.evaluation import base_scores, compare, evaluate_model
-    from arena.evaluation.runner import RunSettings
+    from arena.evaluation.settings import RunSettings
     from arena.models.loader import load_model
 
     torch.set_num_threads(args.threads)

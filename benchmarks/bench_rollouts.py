@@ -45,7 +45,9 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from arena.config import load_run_config
-    from arena.experiment import build_components, load_and_wrap, seed_everything
+    from arena.components import build_components
+    from arena.experiment import seed_everything
+    from arena.runs import load_and_wrap
     from arena.objectives.base import TrainContext
     from arena.rollouts import SamplingParams, _left_pad, encode_prompts, sample, stop_token_ids
     from arena.training.device import autocast

@@ -253,7 +253,7 @@ def run_sweep(cfg: SweepConfig, *, executor: str = "local", jobs: Optional[int] 
 def _preflight(todo: list[RunSpec]) -> None:
     """Missing data files fail the sweep before any run starts (not every run, one by one)."""
     from arena.config import run_config_from_dict
-    from arena.experiment import build_components
+    from arena.components import build_components
 
     seen = set()
     for r in todo:

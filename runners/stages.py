@@ -88,10 +88,10 @@ def eval_stage(spec: RunSpec, run_dir: Path, settings: dict, log: Log) -> dict:
     from arena.config import resolve_data_dir
     from arena.evaluation.api import base_scores, compare, evaluate_model
     from arena.evaluation.proxies import ProxySettings
-    from arena.evaluation.record import store_eval
-    from arena.evaluation.runner import RunSettings
-    from arena.evaluation.tasks import TaskOptions
-    from arena.experiment import build_components, load_run_model
+    from arena.evaluation.store import store_eval
+    from arena.evaluation.settings import RunSettings, TaskOptions
+    from arena.components import build_components
+    from arena.runs import load_run_model
 
     device = _device(spec)
     model, tok, cfg = load_run_model(run_dir, merged=True, device=device)
@@ -154,20 +154,17 @@ def sweep_section(spec: RunSpec, sweep_name: str) -> dict:
 
 
 def _update_sweep(run_dir: Path, spec: RunSpec, change) -> None:
-    import fcntl
+    from arena.runs import update_record
 
-    from arena.records import read_record, write_record
-
-    with open(run_dir / ".record.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        rec = read_record(run_dir)
+    def apply(rec: dict) -> None:
         sw = rec.get("sweep") if isinstance(rec.get("sweep"), dict) else None
         if sw is None:
             sw = sweep_section(spec, _sweep_name(run_dir))
         sw.setdefault("stages", {})
         change(sw)
         rec["sweep"] = sw
-        write_record(run_dir, rec)
+
+    update_record(run_dir, apply)
 
 
 def _sweep_name(run_dir: Path) -> str:

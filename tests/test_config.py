@@ -150,7 +150,8 @@ def test_malformed_set_is_rejected(bad):
 def test_method_shorthand_and_options_reach_the_method(tmp_path):
     import torch
 
-    from arena.experiment import build_components, load_and_wrap
+    from arena.components import build_components
+    from arena.runs import load_and_wrap
 
     # YAML shorthand `method: lora`, then an option on top of it.
     cfg = load_run_config(_yaml(tmp_path, "model: tiny\nmethod: lora\ntarget: arith\n"), ["method.rank=16"])

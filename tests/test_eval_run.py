@@ -17,8 +17,7 @@ import torch
 
 from arena.evaluation import base_scores, compare, evaluate_model, make_step_probe
 from arena.evaluation.proxies import ProxySettings
-from arena.evaluation.runner import RunSettings
-from arena.evaluation.tasks import TaskOptions
+from arena.evaluation.settings import RunSettings, TaskOptions
 
 
 def _find_data_dir() -> Path | None:
@@ -195,7 +194,7 @@ def test_step_probe_reports_deltas_and_preserves_state(tiny, tiny_run):
     import yaml
 
     from arena.config import run_config_from_dict
-    from arena.experiment import build_components
+    from arena.components import build_components
 
     model, tok = tiny
     cfg = run_config_from_dict(yaml.safe_load((tiny_run / "config.yaml").read_text()))

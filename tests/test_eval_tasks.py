@@ -16,7 +16,8 @@ import pytest
 
 from arena.errors import ConfigError, DataError
 from arena.evaluation import convert
-from arena.evaluation.runner import RunSettings, ensure_punkt, plan, select_indices
+from arena.evaluation.runner import ensure_punkt, plan, select_indices
+from arena.evaluation.settings import RunSettings
 from arena.evaluation.tasks import (
     PUNKT_INSTRUCTIONS,
     TaskOptions,

@@ -127,7 +127,8 @@ def _loss_and_grads(model, ids):
 
 @pytest.mark.parametrize("method", ["lora", "dora", "oft", "vera"])
 def test_cast_cache_is_bit_identical_under_autocast(tiny_run_config, method):
-    from arena.experiment import build_components, load_and_wrap
+    from arena.components import build_components
+    from arena.runs import load_and_wrap
 
     cfg = tiny_run_config(method=method)
     m, _, _ = build_components(cfg, check_data=False)

@@ -36,7 +36,8 @@ def run(request, tmp_path_factory):
     from conftest import tiny_overrides
 
     from arena.config import load_run_config
-    from arena.experiment import load_run_model, run_training
+    from arena.experiment import run_training
+    from arena.runs import load_run_model
     from arena.models.loader import load_model
 
     name = request.param

@@ -63,7 +63,8 @@ def test_every_method_is_registered_with_options():
 
 @pytest.mark.parametrize("name", ALL_METHODS)
 def test_wrapped_at_init_equals_base(name, tiny_run_config, tiny_base):
-    from arena.experiment import build_components, load_and_wrap
+    from arena.components import build_components
+    from arena.runs import load_and_wrap
 
     base, tok = tiny_base
     ids = _inputs(tok)
@@ -130,7 +131,7 @@ def test_merge_gives_plain_model_with_same_logits(trained, tiny_base):
 
 
 def test_load_run_model_reproduces_trained_model(trained, tiny_base):
-    from arena.experiment import load_run_model
+    from arena.runs import load_run_model
 
     _, tok = tiny_base
     ids = _inputs(tok)

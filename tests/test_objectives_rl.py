@@ -73,7 +73,9 @@ def other_tokenizer_teacher(tmp_path_factory) -> Path:
 
 def _ctx(cfg):
     """What run_training builds before the loop: (ctx, method, objective) with the objective prepared."""
-    from arena.experiment import build_components, load_and_wrap, seed_everything
+    from arena.components import build_components
+    from arena.experiment import seed_everything
+    from arena.runs import load_and_wrap
     from arena.objectives.base import TrainContext
 
     method, target, objective = build_components(cfg)

@@ -171,7 +171,7 @@ def run_prompt_sets(cfg, caps: Caps, data_dir: str | None = None) -> dict[str, l
     """The "general" and "target" prompt lists of a run (enough prompts to fill the caps)."""
     from arena.analysis.prompts import general_prompts, target_prompts
     from arena.config import resolve_data_dir
-    from arena.experiment import build_components
+    from arena.components import build_components
 
     data_dir = data_dir or cfg.data_dir or resolve_data_dir(None)
     _, target, _ = build_components(cfg, check_data=False)
@@ -188,7 +188,7 @@ def analyze_run(run_dir, modules: Sequence[str] | str | None = None, *, max_prom
     """Diagnose a finished run folder; stores the result under "diagnostics" in its record.json."""
     from arena.analysis.capture import resolve_modules
     from arena.evaluation.cache import model_fingerprint
-    from arena.experiment import load_run_model
+    from arena.runs import load_run_model, read_run_config, set_record_key
     from arena.models.loader import load_model
     from arena.training.device import pick_device
 
@@ -214,45 +214,8 @@ def analyze_run(run_dir, modules: Sequence[str] | str | None = None, *, max_prom
                        "total_s": round(time.perf_counter() - t0, 3)}
     diag["method"] = cfg.method.name
     if write:
-        update_record(run_dir, "diagnostics", diag)
+        set_record_key(run_dir, "diagnostics", diag)
     return diag
-
-
-def read_run_config(run_dir: Path):
-    """The RunConfig of a run folder; ArenaError when it is not one (before any model is loaded)."""
-    import yaml
-
-    from arena.config import run_config_from_dict
-
-    if not run_dir.is_dir():
-        raise ArenaError(f"--run {run_dir}: no such folder")
-    if not (run_dir / "config.yaml").is_file():
-        raise ArenaError(f"--run {run_dir}: not a run folder (no config.yaml)")
-    if not (run_dir / "final" / "trainable.safetensors").is_file():
-        raise ArenaError(f"--run {run_dir}: the run has no final weights (final/trainable.safetensors); did it finish?")
-    return run_config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
-
-
-def update_record(run_dir: Path, key: str, value, subkey: str | None = None) -> None:
-    """Set record[key] = value (or record[key][subkey] = value), keeping every other key; atomic, and
-    serialised with a lock file so two commands updating the same record (analyze and interpolate)
-    do not drop each other's result."""
-    import fcntl
-
-    from arena.records import read_record, write_record
-
-    run_dir = Path(run_dir)
-    with open(run_dir / ".record.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        record = read_record(run_dir)
-        if record is None:
-            raise ArenaError(f"--run {run_dir}: no record.json to store {key!r} in (the run never finished)")
-        if subkey is None:
-            record[key] = value
-        else:
-            old = record.get(key)
-            record[key] = {**(old if isinstance(old, dict) else {}), subkey: value}
-        write_record(run_dir, record)
 
 
 # -- presentation -------------------------------------------------------------------------------------

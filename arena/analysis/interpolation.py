@@ -190,8 +190,8 @@ def _boft_fn(layer, adapter: str, w0: torch.Tensor) -> Callable[[float], torch.T
 
 def load_interpolator(run_dir, path: str = "weights", device="cpu"):
     """(Interpolator over a fresh base model, tokenizer, RunConfig, ModelInfo) for a finished run."""
-    from arena.analysis.diagnostics import read_run_config
-    from arena.experiment import build_components, load_run_model
+    from arena.components import build_components
+    from arena.runs import load_run_model, read_run_config
     from arena.models.loader import load_model
 
     if path not in PATHS:
@@ -345,7 +345,7 @@ class _Scorer:
                                                              self.precision, self.ps)
             return res
         from arena.evaluation import evaluate_model
-        from arena.evaluation.runner import RunSettings
+        from arena.evaluation.settings import RunSettings
 
         return evaluate_model(model, self.tok, list(self.suites), self.target, self.limit, self.data_dir, self.seed,
                               self.device, settings=RunSettings(precision=self.precision), proxies=self.ps,
@@ -384,10 +384,10 @@ def interpolate_run(run_dir, alphas="0,0.25,0.5,0.75,1", suites="general,target"
     limit: examples per benchmark (proxy: `limit` IFEval + `limit` NQ-open prompts and `limit`
     held-out target examples; lm-eval: its per-benchmark limit).
     """
-    from arena.analysis.diagnostics import read_run_config, update_record
+    from arena.runs import read_run_config, set_record_key
     from arena.config import resolve_data_dir
     from arena.evaluation.cache import model_fingerprint
-    from arena.experiment import build_components
+    from arena.components import build_components
     from arena.training.device import pick_device, resolve_precision
 
     t0 = time.perf_counter()
@@ -432,7 +432,7 @@ def interpolate_run(run_dir, alphas="0,0.25,0.5,0.75,1", suites="general,target"
               "points": points, "best": tradeoff(points, sc.orientation, delta),
               "seconds": round(time.perf_counter() - t0, 2)}
     if write:
-        update_record(run_dir, "interpolation", result, subkey=path)
+        set_record_key(run_dir, "interpolation", result, subkey=path)
     return result
 
 

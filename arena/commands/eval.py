@@ -79,8 +79,7 @@ def _gen_caps(items: list[str]) -> dict:
 
 
 def settings_from_args(args):
-    from arena.evaluation.runner import RunSettings
-    from arena.evaluation.tasks import TaskOptions
+    from arena.evaluation.settings import RunSettings, TaskOptions
 
     chat = {"auto": None, "on": True, "off": False}[args.chat_template]
     opts = TaskOptions(bbh_variant=args.bbh_variant, bbh_shots=args.bbh_shots, max_gen_toks=_gen_caps(args.max_gen_toks))
@@ -114,7 +113,7 @@ def _device(name: str):
 def run(args) -> int:
     from arena.config import resolve_data_dir
     from arena.evaluation.api import base_scores, strip_units
-    from arena.evaluation.report import format_result
+    from arena.evaluation.format import format_result
 
     settings = settings_from_args(args)
     if args.threads < 0:
@@ -149,9 +148,10 @@ def _run_eval(args, common) -> int:
     from arena.config import resolve_data_dir
     from arena.errors import ArenaError
     from arena.evaluation.api import base_scores, compare, evaluate_model, strip_units
-    from arena.evaluation.record import store_eval
-    from arena.evaluation.report import format_comparison, format_result
-    from arena.experiment import build_components, load_run_model
+    from arena.evaluation.store import store_eval
+    from arena.evaluation.format import format_comparison, format_result
+    from arena.components import build_components
+    from arena.runs import load_run_model
 
     run_dir = Path(args.run)
     if args.target:

@@ -18,7 +18,7 @@ from typing import Any
 
 from arena.evaluation import stats
 from arena.evaluation.proxies import ProxySettings
-from arena.evaluation.runner import RunSettings
+from arena.evaluation.settings import RunSettings
 from arena.evaluation.tasks import TASKS_VERSION, get_task, resolve_tasks
 
 Log = Callable[[str], None]

@@ -21,44 +21,21 @@ import math
 import os
 import random
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from arena.data.io import stable_shuffle
 from arena.errors import DataError
 from arena.evaluation import stats
+from arena.evaluation.settings import RunSettings, TaskOptions
 from arena.evaluation.tasks import (
     BuildContext,
     Subtask,
-    TaskOptions,
     get_task,
     hub_offline,
 )
 
 MAX_STRATA = 20  # labels with more distinct values than this (free-text answers) are not strata
-
-
-@dataclass
-class RunSettings:
-    """How tasks are run; every field that can change a score is part of the base-cache key."""
-
-    limit: int | None = None  # documents per benchmark (BBH: split evenly over its subtasks)
-    seed: int = 0  # subset seed
-    batch_size: int = 16
-    chat_template: bool | None = None  # None: on when the tokenizer has one (instruct models)
-    precision: str = "auto"  # auto | fp32 | bf16-autocast | bf16 (bf16 runs as autocast here)
-    options: TaskOptions = field(default_factory=TaskOptions)
-
-    def __post_init__(self):
-        from arena.errors import ConfigError
-
-        if self.limit is not None and self.limit <= 0:
-            raise ConfigError("limit", self.limit, "must be a positive integer (or None for every document)")
-        if self.batch_size <= 0:
-            raise ConfigError("batch_size", self.batch_size, "must be a positive integer")
-        if self.precision not in ("auto", "fp32", "bf16-autocast", "bf16"):
-            raise ConfigError("precision", self.precision, "allowed: auto, fp32, bf16-autocast, bf16")
 
 
 # ------------------------------------------------------------------ NLTK

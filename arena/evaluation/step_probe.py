@@ -131,8 +131,8 @@ def make_step_probe(cfg_like, tokenizer, target, device, precision: str, *, base
                     if d is not None:
                         row[f"{key_}_nll_delta"], row[f"{key_}_nll_delta_se"] = d[0], d[1]
             if sp.tasks:
-                from arena.evaluation.runner import RunSettings, run_tasks
-                from arena.evaluation.tasks import TaskOptions
+                from arena.evaluation.runner import run_tasks
+                from arena.evaluation.settings import RunSettings, TaskOptions
 
                 rs = RunSettings(limit=sp.limit, seed=seed, batch_size=sp.batch_size, precision=p_prec,
                                  options=TaskOptions(max_gen_toks=dict(sp.max_gen_toks)))

@@ -21,52 +21,19 @@ import copy
 import functools
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from arena.data.io import data_file, sha256_file
 from arena.errors import ConfigError, suggest
+from arena.evaluation.settings import TaskOptions
 
 TASKS_VERSION = 1
 
-BBH_VARIANTS = ("fewshot", "zeroshot", "cot_fewshot", "cot_zeroshot")
 # IFEval instructions whose checkers call nltk's punkt tokenizer (count_sentences, word_tokenize).
 # Without punkt_tab only these prompts fail, and only when the response is non-empty (DESIGN.md).
 PUNKT_INSTRUCTIONS = frozenset({"length_constraints:number_sentences", "change_case:capital_word_frequency"})
-
-# Generation caps for a CPU run (DESIGN.md: the stock 1,280-token IFEval cap makes a 135M model
-# ramble for minutes). Stated in every result; override per task with `max_gen_toks`.
-DEFAULT_MAX_GEN_TOKS = {"ifeval": 256, "bbh": 64, "nq_open": 32, "gsm8k": 256, "math500": 256, "arith": 32}
-
-
-@dataclass
-class TaskOptions:
-    """Knobs that change what a task computes (all of them are part of the cache key)."""
-
-    bbh_variant: str = "fewshot"  # one of BBH_VARIANTS (lm_eval/tasks/bbh/<variant>)
-    bbh_shots: int | None = None  # None: the variant's stock count (3 for fewshot, 0 for zeroshot)
-    max_gen_toks: dict = field(default_factory=dict)  # task -> cap; missing tasks use DEFAULT_MAX_GEN_TOKS
-    arith_n: int = 500  # held-out arith problems in the arith eval set
-    arith_seed: int = 0  # which held-out problems (a stream separate from training by construction)
-
-    def __post_init__(self):
-        if self.bbh_variant not in BBH_VARIANTS:
-            raise ConfigError("bbh_variant", self.bbh_variant,
-                              f"allowed: {', '.join(BBH_VARIANTS)}{suggest(self.bbh_variant, BBH_VARIANTS)}")
-        if self.bbh_shots is not None:
-            if self.bbh_shots < 0 or self.bbh_shots > 3:
-                raise ConfigError("bbh_shots", self.bbh_shots, "must be 0..3 (BBH ships 3 exemplars per subtask)")
-            if "zeroshot" in self.bbh_variant and self.bbh_shots:
-                raise ConfigError("bbh_shots", self.bbh_shots, f"variant {self.bbh_variant!r} is zero-shot; use 0")
-        for name, cap in self.max_gen_toks.items():
-            if not isinstance(cap, int) or cap <= 0:
-                raise ConfigError(f"max_gen_toks.{name}", cap, "must be a positive integer")
-        if self.arith_n <= 0:
-            raise ConfigError("arith_n", self.arith_n, "must be a positive integer")
-
-    def gen_cap(self, task: str) -> int:
-        return int(self.max_gen_toks.get(task, DEFAULT_MAX_GEN_TOKS.get(task, 256)))
 
 
 @dataclass
@@ -467,7 +434,6 @@ __all__ = [
     "BuildContext",
     "Subtask",
     "TaskDef",
-    "TaskOptions",
     "bbh_subtasks",
     "data_fingerprint",
     "export_yaml",

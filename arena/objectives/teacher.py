@@ -58,11 +58,6 @@ def check_same_tokenizer(teacher_tok, student_tok, teacher_name: str, student_na
         "token distributions and needs one shared tokenizer: use a teacher trained from the student's base model")
 
 
-def is_run_folder(ref: str) -> bool:
-    p = Path(ref).expanduser()
-    return (p / "config.yaml").is_file() and (p / "final").is_dir()
-
-
 def load_teacher(ref: str, device: torch.device | str = "cpu", student_tokenizer=None, student_name: str | None = None):
     """(teacher model in fp32, eval mode, frozen, on `device`; its tokenizer; provenance dict).
 
@@ -70,20 +65,17 @@ def load_teacher(ref: str, device: torch.device | str = "cpu", student_tokenizer
     different vocabulary raises ArenaError before anything else happens.
     """
     from arena.models.loader import load_model, load_tokenizer
+    from arena.runs import has_config, is_run_folder, load_run_model, read_run_config, weights_path
 
     if not ref:
         raise ArenaError("objective.teacher: no teacher given; pass a model name/folder or an arena run folder "
                          "(--set objective.teacher=... or --teacher)")
     p = Path(ref).expanduser()
-    if p.is_dir() and (p / "config.yaml").is_file() and not is_run_folder(ref):
-        raise ArenaError(f"teacher {ref!r}: an arena run folder without final weights (no {p / 'final'}); did it finish?")
+    if p.is_dir() and has_config(p) and not is_run_folder(p):
+        raise ArenaError(f"teacher {ref!r}: an arena run folder without final weights (no {weights_path(p)}); did it finish?")
     run_cfg = None
-    if is_run_folder(ref):
-        import yaml
-
-        from arena.config import run_config_from_dict
-
-        run_cfg = run_config_from_dict(yaml.safe_load((p / "config.yaml").read_text()))
+    if is_run_folder(p):
+        run_cfg = read_run_config(p)
     # The tokenizer check comes first: it is cheap, and a refused teacher loads no weights.
     if student_tokenizer is not None:
         m = run_cfg.model if run_cfg else None
@@ -93,8 +85,6 @@ def load_teacher(ref: str, device: torch.device | str = "cpu", student_tokenizer
             raise ArenaError(f"teacher {ref!r}: could not load its tokenizer ({str(e).splitlines()[0]})") from None
         check_same_tokenizer(tok, student_tokenizer, ref, student_name or model_label(student_tokenizer))
     if run_cfg is not None:
-        from arena.experiment import load_run_model
-
         model, tok, cfg = load_run_model(ref, merged=True, device="cpu")
         info = {"ref": ref, "kind": "run", "base": cfg.model.name, "method": cfg.method.name,
                 "objective": cfg.objective.name, "target": cfg.target.name}

@@ -1,0 +1,62 @@
+"""How an evaluation runs: which task options and run settings (every field that can change a score
+is part of the base-cache key, `arena.evaluation.api.task_key_fields`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from arena.errors import ConfigError, suggest
+
+BBH_VARIANTS = ("fewshot", "zeroshot", "cot_fewshot", "cot_zeroshot")
+# Generation caps for a CPU run (DESIGN.md: the stock 1,280-token IFEval cap makes a 135M model
+# ramble for minutes). Stated in every result; override per task with `max_gen_toks`.
+DEFAULT_MAX_GEN_TOKS = {"ifeval": 256, "bbh": 64, "nq_open": 32, "gsm8k": 256, "math500": 256, "arith": 32}
+
+
+@dataclass
+class TaskOptions:
+    """Knobs that change what a task computes (all of them are part of the cache key)."""
+
+    bbh_variant: str = "fewshot"  # one of BBH_VARIANTS (lm_eval/tasks/bbh/<variant>)
+    bbh_shots: int | None = None  # None: the variant's stock count (3 for fewshot, 0 for zeroshot)
+    max_gen_toks: dict = field(default_factory=dict)  # task -> cap; missing tasks use DEFAULT_MAX_GEN_TOKS
+    arith_n: int = 500  # held-out arith problems in the arith eval set
+    arith_seed: int = 0  # which held-out problems (a stream separate from training by construction)
+
+    def __post_init__(self):
+        if self.bbh_variant not in BBH_VARIANTS:
+            raise ConfigError("bbh_variant", self.bbh_variant,
+                              f"allowed: {', '.join(BBH_VARIANTS)}{suggest(self.bbh_variant, BBH_VARIANTS)}")
+        if self.bbh_shots is not None:
+            if self.bbh_shots < 0 or self.bbh_shots > 3:
+                raise ConfigError("bbh_shots", self.bbh_shots, "must be 0..3 (BBH ships 3 exemplars per subtask)")
+            if "zeroshot" in self.bbh_variant and self.bbh_shots:
+                raise ConfigError("bbh_shots", self.bbh_shots, f"variant {self.bbh_variant!r} is zero-shot; use 0")
+        for name, cap in self.max_gen_toks.items():
+            if not isinstance(cap, int) or cap <= 0:
+                raise ConfigError(f"max_gen_toks.{name}", cap, "must be a positive integer")
+        if self.arith_n <= 0:
+            raise ConfigError("arith_n", self.arith_n, "must be a positive integer")
+
+    def gen_cap(self, task: str) -> int:
+        return int(self.max_gen_toks.get(task, DEFAULT_MAX_GEN_TOKS.get(task, 256)))
+
+
+@dataclass
+class RunSettings:
+    """How tasks are run; every field that can change a score is part of the base-cache key."""
+
+    limit: int | None = None  # documents per benchmark (BBH: split evenly over its subtasks)
+    seed: int = 0  # subset seed
+    batch_size: int = 16
+    chat_template: bool | None = None  # None: on when the tokenizer has one (instruct models)
+    precision: str = "auto"  # auto | fp32 | bf16-autocast | bf16 (bf16 runs as autocast here)
+    options: TaskOptions = field(default_factory=TaskOptions)
+
+    def __post_init__(self):
+        if self.limit is not None and self.limit <= 0:
+            raise ConfigError("limit", self.limit, "must be a positive integer (or None for every document)")
+        if self.batch_size <= 0:
+            raise ConfigError("batch_size", self.batch_size, "must be a positive integer")
+        if self.precision not in ("auto", "fp32", "bf16-autocast", "bf16"):
+            raise ConfigError("precision", self.precision, "allowed: auto, fp32, bf16-autocast, bf16")
