@@ -56,9 +56,11 @@ def train(method: str, out: Path, args, heldout: int) -> dict:
 
 def analyze(run: Path, args, cache: Path, shared_prefix: str = "keep", write: bool = False) -> dict:
     from arena.analysis.diagnostics import analyze_run
+    from arena.analysis.settings import DiagnosticsSettings
 
-    return analyze_run(run, args.modules, max_prompts=args.max_prompts, max_tokens=args.max_tokens,
-                       shared_prefix=shared_prefix, precision=args.precision, cache_dir=cache, write=write, log=QUIET)
+    settings = DiagnosticsSettings(modules=args.modules, max_prompts=args.max_prompts, max_tokens=args.max_tokens,
+                                   shared_prefix=shared_prefix, precision=args.precision)
+    return analyze_run(run, settings, cache_dir=cache, write=write, log=QUIET)
 
 
 def timing(args, work: Path) -> None:
@@ -103,6 +105,7 @@ def _fmt(v, digits=4) -> str:
 def compare(args, work: Path) -> None:
     from arena.analysis.diagnostics import short_name
     from arena.analysis.interpolation import interpolate_run
+    from arena.analysis.settings import InterpolationSettings
 
     methods = [m.strip() for m in args.compare.split(",") if m.strip()]
     cache = work / "activations"
@@ -117,7 +120,8 @@ def compare(args, work: Path) -> None:
         curve = None
         if args.score_limit > 0:
             t0 = time.perf_counter()
-            curve = interpolate_run(run, "0,1", "general,target", args.score_limit, precision=args.precision, log=QUIET)
+            curve = interpolate_run(run, InterpolationSettings(alphas=[0, 1], limit=args.score_limit,
+                                                               precision=args.precision), write=True, log=QUIET)
             print(f"scored {m} (alpha 0 and 1, {args.score_limit} examples per benchmark) in "
                   f"{time.perf_counter() - t0:.1f}s", flush=True)
         res[m] = {"rec": rec, "diag": diag, "once": once, "curve": curve}

@@ -85,52 +85,32 @@ def _device(spec: RunSpec):
 
 def eval_stage(spec: RunSpec, run_dir: Path, settings: dict, log: Log) -> dict:
     """`arena eval --run` with the sweep's settings; the base side comes from the shared base cache."""
-    from arena.config import resolve_data_dir
-    from arena.evaluation.api import base_scores, compare, evaluate_model
-    from arena.evaluation.proxies import ProxySettings
-    from arena.evaluation.store import store_eval
-    from arena.evaluation.settings import RunSettings, TaskOptions
-    from arena.components import build_components
-    from arena.runs import load_run_model
+    from arena.evaluation.run import evaluate_run
+    from arena.evaluation.settings import EvalSettings
+    from arena.schema import build
 
-    device = _device(spec)
-    model, tok, cfg = load_run_model(run_dir, merged=True, device=device)
-    data_dir = cfg.data_dir if cfg.data_dir and Path(cfg.data_dir).is_dir() else resolve_data_dir(None)
-    _, target, _ = build_components(cfg, check_data=False)
-    target.data_dir = data_dir
-    chat = {"auto": None, "on": True, "off": False}[settings.get("chat_template", "auto")]
-    opts = TaskOptions(bbh_variant=settings["bbh_variant"], bbh_shots=settings.get("bbh_shots"),
-                       max_gen_toks=dict(settings.get("max_gen_toks") or {}))
-    rs = RunSettings(limit=settings["limit"], seed=settings["seed"], batch_size=settings["batch_size"],
-                     chat_template=chat, precision=settings["precision"], options=opts)
-    proxies = ProxySettings(**settings.get("proxy", {})) if settings.get("proxies", True) else False
-    common = dict(suites=list(settings["suites"]), limit=settings["limit"], seed=settings["seed"], device=device,
-                  tasks=settings.get("tasks"), settings=rs, proxies=proxies, log=log)
-    base = base_scores(cfg.model.name, target=target, data_dir=data_dir, revision=cfg.model.revision, **common)
-    tuned = evaluate_model(model, tok, target=target, data_dir=data_dir, reference=base.get("reference"),
-                           model_id={"run": str(run_dir.resolve()), "base": base["model"], "method": cfg.method.name},
-                           **common)
-    cmp = compare(base, tuned)
-    store_eval(run_dir, base, tuned, cmp, argv=["sweep", spec.run_id])
-    c = base.get("cache") or {}
+    out = evaluate_run(run_dir, build(EvalSettings, settings, "eval"), device=_device(spec), log=log,
+                       argv=["sweep", spec.run_id])
+    c = out["base"].get("cache") or {}
     return {"base_cache_hits": len(c.get("hits", [])), "base_cache_misses": len(c.get("misses", []))}
 
 
 def diagnostics_stage(spec: RunSpec, run_dir: Path, settings: dict, log: Log) -> dict:
     from arena.analysis.diagnostics import analyze_run
+    from arena.analysis.settings import DiagnosticsSettings
+    from arena.schema import build
 
-    analyze_run(run_dir, settings.get("modules"), max_prompts=settings["max_prompts"], max_tokens=settings["max_tokens"],
-                max_length=settings["max_length"], precision=settings["precision"], device=str(_device(spec)),
-                write=True, log=log)
+    analyze_run(run_dir, build(DiagnosticsSettings, settings, "diagnostics"), device=str(_device(spec)), write=True, log=log)
     return {}
 
 
 def interpolation_stage(spec: RunSpec, run_dir: Path, settings: dict, log: Log) -> dict:
     from arena.analysis.interpolation import interpolate_run
+    from arena.analysis.settings import InterpolationSettings
+    from arena.schema import build
 
-    extra = {"scorer": settings["scorer"]} if settings.get("scorer", "proxy") != "proxy" else {}
-    interpolate_run(run_dir, alphas=settings["alphas"], suites=settings["suites"], limit=settings["limit"],
-                    path=settings["path"], device=str(_device(spec)), write=True, log=log, **extra)
+    interpolate_run(run_dir, build(InterpolationSettings, settings, "interpolation"), device=str(_device(spec)),
+                    write=True, log=log)
     return {}
 
 

@@ -33,6 +33,7 @@ from arena.analysis.capture import (
     encode_prompts,
     tokenizer_pad_id,
 )
+from arena.analysis.settings import DiagnosticsSettings
 from arena.errors import ArenaError
 
 DISTS = ("general", "target")
@@ -180,18 +181,18 @@ def run_prompt_sets(cfg, caps: Caps, data_dir: str | None = None) -> dict[str, l
             "target": target_prompts(target, n, cfg.probe.seed)}
 
 
-def analyze_run(run_dir, modules: Sequence[str] | str | None = None, *, max_prompts: int = 300,
-                max_tokens: int = 4096, max_length: int = 1024, shared_prefix: str = "keep",
-                precision: str = "bf16-autocast", device: str = "cpu", data_dir: str | None = None,
-                use_cache: bool = True, cache_dir: Path | None = None, write: bool = True,
-                log: Callable[[str], None] = print) -> dict:
+def analyze_run(run_dir, settings: DiagnosticsSettings, *, device: str = "cpu", cache_dir: Path | None = None,
+                write: bool = True, log: Callable[[str], None] = print) -> dict:
     """Diagnose a finished run folder; stores the result under "diagnostics" in its record.json."""
     from arena.analysis.capture import resolve_modules
     from arena.evaluation.cache import model_fingerprint
-    from arena.runs import load_run_model, read_run_config, set_record_key
     from arena.models.loader import load_model
+    from arena.runs import load_run_model, read_run_config, set_record_key
     from arena.training.device import pick_device
 
+    s = settings
+    modules, max_prompts, max_tokens, max_length = s.modules, s.max_prompts, s.max_tokens, s.max_length
+    shared_prefix, precision, data_dir, use_cache = s.shared_prefix, s.precision, s.data_dir, s.use_cache
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
     caps = Caps(max_prompts, max_tokens, max_length, shared_prefix)

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import torch
 
+from arena.analysis.settings import InterpolationSettings
 from arena.errors import ArenaError
 from arena.models.loader import unwrap_peft
 
@@ -375,29 +376,23 @@ class _Scorer:
         return out
 
 
-def interpolate_run(run_dir, alphas="0,0.25,0.5,0.75,1", suites="general,target", limit: int = 50,
-                    path: str = "weights", scorer: str = "proxy", delta: float | None = None,
-                    precision: str | None = None, device: str = "cpu", data_dir: str | None = None,
-                    write: bool = True, log: Callable[[str], None] = print) -> dict:
-    """Score θ(α) for each α on the chosen axes; stored under record["interpolation"][path].
+def interpolate_run(run_dir, settings: InterpolationSettings, *, device: str = "cpu", write: bool = True,
+                    log: Callable[[str], None] = print) -> dict:
+    """Score θ(α) for each α on the chosen axes; stored under record["interpolation"][settings.path].
 
     limit: examples per benchmark (proxy: `limit` IFEval + `limit` NQ-open prompts and `limit`
     held-out target examples; lm-eval: its per-benchmark limit).
     """
-    from arena.runs import read_run_config, set_record_key
+    from arena.components import build_components
     from arena.config import resolve_data_dir
     from arena.evaluation.cache import model_fingerprint
-    from arena.components import build_components
+    from arena.runs import read_run_config, set_record_key
     from arena.training.device import pick_device, resolve_precision
 
     t0 = time.perf_counter()
-    alpha_list, suite_list = parse_alphas(alphas), parse_suites(suites)
-    if not isinstance(limit, int) or limit <= 0:
-        raise ArenaError(f"--limit must be a positive integer; got {limit}")
-    if path not in PATHS:
-        raise ArenaError(f"--path {path!r}: allowed: {', '.join(PATHS)}")
-    if scorer not in SCORERS:
-        raise ArenaError(f"--scorer {scorer!r}: allowed: {', '.join(SCORERS)}")
+    s = settings
+    alpha_list, suite_list, limit, path, scorer = s.alphas, [x for x in SUITES if x in s.suites], s.limit, s.path, s.scorer
+    delta, precision, data_dir = s.delta, s.precision, s.data_dir
     run_dir = Path(run_dir)
     cfg = read_run_config(run_dir)
     dev = pick_device(device)

@@ -33,13 +33,17 @@ def run(args) -> int:
     import torch
 
     from arena.analysis.diagnostics import analyze_run, format_summary, format_table
+    from arena.analysis.settings import DiagnosticsSettings
+    from arena.commands import from_flags
 
     log = (lambda msg: print(msg, file=sys.stderr)) if args.json else print
     if args.threads:
         torch.set_num_threads(args.threads)
-    diag = analyze_run(args.run, args.modules, max_prompts=args.max_prompts, max_tokens=args.max_tokens,
-                       max_length=args.max_length, shared_prefix=args.shared_prefix, precision=args.precision,
-                       device=args.device, data_dir=args.data_dir, use_cache=not args.no_cache, write=not args.no_write, log=log)
+    settings = from_flags(DiagnosticsSettings, "diagnostics", modules=args.modules, max_prompts=args.max_prompts,
+                          max_tokens=args.max_tokens,
+                          max_length=args.max_length, shared_prefix=args.shared_prefix, precision=args.precision,
+                          data_dir=args.data_dir, use_cache=not args.no_cache)
+    diag = analyze_run(args.run, settings, device=args.device, write=not args.no_write, log=log)
     if args.json:
         print(json.dumps(diag, indent=2))
         return 0

@@ -79,25 +79,21 @@ def _gen_caps(items: list[str]) -> dict:
 
 
 def settings_from_args(args):
-    from arena.evaluation.settings import RunSettings, TaskOptions
-
-    chat = {"auto": None, "on": True, "off": False}[args.chat_template]
-    opts = TaskOptions(bbh_variant=args.bbh_variant, bbh_shots=args.bbh_shots, max_gen_toks=_gen_caps(args.max_gen_toks))
-    return RunSettings(limit=args.limit, seed=args.seed, batch_size=args.batch_size, chat_template=chat,
-                       precision=args.precision, options=opts)
-
-
-def _proxies(args):
+    """The EvalSettings that the flags say (the same object a sweep's `eval:` section builds)."""
     from arena.errors import ConfigError
-    from arena.evaluation.proxies import ProxySettings
+    from arena.commands import from_flags
+    from arena.evaluation.settings import EvalSettings
 
-    if args.no_proxies:
-        return False
-    if args.proxy_prompts <= 0 or args.proxy_tokens <= 0:
+    if not args.no_proxies and (args.proxy_prompts <= 0 or args.proxy_tokens <= 0):
         raise ConfigError("--proxy-prompts/--proxy-tokens", (args.proxy_prompts, args.proxy_tokens),
                           "must be positive (use --no-proxies to skip the proxies)")
     half = args.proxy_prompts // 2
-    return ProxySettings(n_ifeval=half, n_nq=args.proxy_prompts - half, max_new_tokens=args.proxy_tokens)
+    return from_flags(EvalSettings, "eval", suites=_csv(args.suite), tasks=_csv(args.tasks) or None, limit=args.limit, seed=args.seed,
+                        batch_size=args.batch_size, max_gen_toks=_gen_caps(args.max_gen_toks),
+                        bbh_variant=args.bbh_variant, bbh_shots=args.bbh_shots, chat_template=args.chat_template,
+                        precision=args.precision, proxies=not args.no_proxies,
+                        proxy={"n_ifeval": half, "n_nq": args.proxy_prompts - half, "max_new_tokens": args.proxy_tokens},
+                        data_dir=args.data_dir, use_cache=not args.no_cache)
 
 
 def _log(msg: str) -> None:
@@ -112,67 +108,50 @@ def _device(name: str):
 
 def run(args) -> int:
     from arena.config import resolve_data_dir
+    from arena.errors import ConfigError
     from arena.evaluation.api import base_scores, strip_units
     from arena.evaluation.format import format_result
 
-    settings = settings_from_args(args)
     if args.threads < 0:
-        from arena.errors import ConfigError
-
         raise ConfigError("--threads", args.threads, "must be >= 0 (0: torch's default)")
+    settings = settings_from_args(args)
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    suites, tasks = _csv(args.suite), _csv(args.tasks) or None
     device = _device(args.device)
-    common = dict(suites=suites, limit=args.limit, seed=args.seed, device=device, tasks=tasks, settings=settings,
-                  proxies=_proxies(args), log=_log, verbose=args.verbose, progress=not args.no_progress)
-    if args.model:
-        data_dir = resolve_data_dir(args.data_dir)
-        result = base_scores(args.model, target=args.target, data_dir=data_dir, cache=not args.no_cache, **common)
-        if args.out:
-            full = {k: v for k, v in result.items() if k != "reference"}
-            Path(args.out).write_text(json.dumps(full, indent=2, default=str))
-        if args.json:
-            print(json.dumps(strip_units(result), indent=2, default=str))
-        else:
-            c = result["cache"]
-            print(format_result(result, title=f"model {args.model}" + (f", target {result['target']}" if result["target"] else "")
-                                + f" — base cache: {len(c['hits'])} hit(s), {len(c['misses'])} miss(es)"))
-        return 0
-    return _run_eval(args, common)
+    if args.run:
+        return _run_eval(args, settings, device)
+    common = dict(suites=settings.suites, limit=settings.limit, seed=settings.seed, device=device, tasks=settings.tasks,
+                  settings=settings.run_settings(), proxies=settings.proxy_settings(), log=_log, verbose=args.verbose,
+                  progress=not args.no_progress)
+    data_dir = resolve_data_dir(args.data_dir)
+    result = base_scores(args.model, target=args.target, data_dir=data_dir, cache=settings.use_cache, **common)
+    if args.out:
+        full = {k: v for k, v in result.items() if k != "reference"}
+        Path(args.out).write_text(json.dumps(full, indent=2, default=str))
+    if args.json:
+        print(json.dumps(strip_units(result), indent=2, default=str))
+    else:
+        c = result["cache"]
+        print(format_result(result, title=f"model {args.model}" + (f", target {result['target']}" if result["target"] else "")
+                            + f" — base cache: {len(c['hits'])} hit(s), {len(c['misses'])} miss(es)"))
+    return 0
 
 
-def _run_eval(args, common) -> int:
-    from arena.config import resolve_data_dir
+def _run_eval(args, settings, device) -> int:
     from arena.errors import ArenaError
-    from arena.evaluation.api import base_scores, compare, evaluate_model, strip_units
-    from arena.evaluation.store import store_eval
+    from arena.evaluation.api import strip_units
     from arena.evaluation.format import format_comparison, format_result
-    from arena.components import build_components
-    from arena.runs import load_run_model
+    from arena.evaluation.run import evaluate_run
 
     run_dir = Path(args.run)
     if args.target:
         raise ArenaError("--target applies to --model; a run is scored on its own target")
     _log(f"rebuilding the model of {run_dir}")
-    model, tok, cfg = load_run_model(run_dir, merged=True, device=common["device"])
-    if args.data_dir:
-        data_dir = resolve_data_dir(args.data_dir)
-    elif cfg.data_dir and Path(cfg.data_dir).is_dir():
-        data_dir = cfg.data_dir
-    else:
-        data_dir = resolve_data_dir(None)
-    _, target, _ = build_components(cfg, check_data=False)
-    target.data_dir = data_dir
-    base = base_scores(cfg.model.name, target=target, data_dir=data_dir, revision=cfg.model.revision,
-                       cache=not args.no_cache, **common)
-    tuned = evaluate_model(model, tok, target=target, data_dir=data_dir, reference=base.get("reference"),
-                           model_id={"run": str(run_dir.resolve()), "base": base["model"], "method": cfg.method.name},
-                           **common)
-    cmp = compare(base, tuned)
-    path, merged = store_eval(run_dir, base, tuned, cmp, argv=sys.argv[1:])
+    out = evaluate_run(run_dir, settings, device=device, log=_log, verbose=args.verbose, progress=not args.no_progress,
+                       argv=sys.argv[1:])
+    base, tuned, cmp, cfg = out["base"], out["tuned"], out["compare"], out["config"]
     if args.out:
         Path(args.out).write_text(json.dumps({"base": strip_units(base), "tuned": tuned, "compare": cmp}, indent=2, default=str))
     if args.json:
@@ -184,5 +163,5 @@ def _run_eval(args, common) -> int:
     print(format_result(tuned, title=f"tuned {run_dir} ({cfg.method.name}, target {cfg.target.name})"))
     print()
     print(format_comparison(cmp))
-    print(f"\nstored under 'eval' in {path}" + (" (merged with the earlier evaluation)" if merged else ""))
+    print(f"\nstored under 'eval' in {out['path']}" + (" (merged with the earlier evaluation)" if out["merged"] else ""))
     return 0

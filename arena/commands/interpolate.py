@@ -31,13 +31,16 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     import torch
 
-    from arena.analysis.interpolation import format_curve, interpolate_run
+    from arena.analysis.interpolation import format_curve, interpolate_run, parse_alphas, parse_suites
+    from arena.analysis.settings import InterpolationSettings
+    from arena.commands import from_flags
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    result = interpolate_run(args.run, args.alphas, args.suite, args.limit, args.path, scorer=args.scorer,
-                             delta=args.delta, precision=args.precision, device=args.device, data_dir=args.data_dir,
-                             write=not args.no_write)
+    settings = from_flags(InterpolationSettings, "interpolation", alphas=parse_alphas(args.alphas), suites=parse_suites(args.suite), limit=args.limit,
+                                     path=args.path, scorer=args.scorer, delta=args.delta, precision=args.precision,
+                                     data_dir=args.data_dir)
+    result = interpolate_run(args.run, settings, device=args.device, write=not args.no_write)
     print(format_curve(result))
     if not args.no_write:
         print(f"stored under 'interpolation.{args.path}' in {args.run}/record.json")

@@ -4,6 +4,7 @@ is part of the base-cache key, `arena.evaluation.api.task_key_fields`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal, Optional
 
 from arena.errors import ConfigError, suggest
 
@@ -60,3 +61,57 @@ class RunSettings:
             raise ConfigError("batch_size", self.batch_size, "must be a positive integer")
         if self.precision not in ("auto", "fp32", "bf16-autocast", "bf16"):
             raise ConfigError("precision", self.precision, "allowed: auto, fp32, bf16-autocast, bf16")
+
+
+SUITES = ("general", "target")
+CHAT_TEMPLATE = {"auto": None, "on": True, "off": False}
+PROXY_FIELDS = ("n_ifeval", "n_nq", "max_new_tokens", "target_examples", "seed", "seq_len", "batch_size")
+
+
+@dataclass
+class EvalSettings:
+    """Everything `evaluate_run` needs besides the run folder; built by `arena eval --run` from its
+    flags and by a sweep from its `eval:` section (which adds only `enabled`)."""
+
+    suites: list[str] = field(default_factory=lambda: ["general", "target"])
+    tasks: Optional[list[str]] = None  # keep a subset of the suites' benchmarks (names outside are added)
+    limit: Optional[int] = 50  # documents per benchmark, a seeded stratified subset (BBH: over its 27 subtasks)
+    seed: int = 0  # subset seed
+    batch_size: int = 16
+    max_gen_toks: dict = field(default_factory=dict)  # task -> generation cap (defaults: DEFAULT_MAX_GEN_TOKS)
+    bbh_variant: str = "fewshot"
+    bbh_shots: Optional[int] = None
+    chat_template: Literal["auto", "on", "off"] = "auto"
+    precision: str = "auto"
+    proxies: bool = True  # continuous NLL proxies (general ΔCE, target NLL) next to the accuracies
+    proxy: dict = field(default_factory=dict)  # ProxySettings fields
+    data_dir: Optional[str] = None  # None: the run's data folder, else ARENA_DATA_DIR / ../shared/data
+    use_cache: bool = True  # read/write the base model's scores in the base cache
+
+    def __post_init__(self):
+        if self.limit is not None and self.limit <= 0:
+            raise ConfigError("eval.limit", self.limit, "must be a positive integer or null (all documents)")
+        if not self.suites:
+            raise ConfigError("eval.suites", self.suites, "give at least one of: general, target")
+        if self.batch_size <= 0:
+            raise ConfigError("eval.batch_size", self.batch_size, "must be a positive integer")
+        for k, v in self.proxy.items():
+            if k not in PROXY_FIELDS:
+                raise ConfigError(f"eval.proxy.{k}", v, f"unknown field; known: {', '.join(PROXY_FIELDS)}{suggest(k, PROXY_FIELDS)}")
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise ConfigError(f"eval.proxy.{k}", v, "must be a non-negative integer")
+        for k, v in self.max_gen_toks.items():
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise ConfigError(f"eval.max_gen_toks.{k}", v, "must be a positive integer")
+        self.run_settings()  # bbh_variant / bbh_shots / precision are checked where they are defined
+
+    def run_settings(self) -> "RunSettings":
+        opts = TaskOptions(bbh_variant=self.bbh_variant, bbh_shots=self.bbh_shots, max_gen_toks=dict(self.max_gen_toks))
+        return RunSettings(limit=self.limit, seed=self.seed, batch_size=self.batch_size,
+                           chat_template=CHAT_TEMPLATE[self.chat_template], precision=self.precision, options=opts)
+
+    def proxy_settings(self):
+        """ProxySettings, or False when the proxies are off."""
+        from arena.evaluation.proxies import ProxySettings
+
+        return ProxySettings(**self.proxy) if self.proxies else False

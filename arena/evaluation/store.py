@@ -44,19 +44,22 @@ def merge_results(old: dict, new: dict) -> dict:
 def store_eval(run_dir, base: dict, tuned: dict, cmp: dict, argv=None) -> tuple[Path, bool]:
     """Write {"base", "tuned", "compare", "created", "command"} under "eval"; returns (path, merged)."""
     from arena.evaluation.api import compare
-    from arena.records import read_record, write_record
 
-    run_dir = Path(run_dir)
-    record = read_record(run_dir) or {}
+    from arena.runs import update_record
+
     base = {k: v for k, v in base.items() if k != "reference"}
-    old = record.get("eval")
     merged = False
-    if old and _comparable(old.get("tuned", {}), tuned) and _comparable(old.get("base", {}), base):
-        base = merge_results(old["base"], base)
-        tuned = merge_results(old["tuned"], tuned)
-        cmp = compare(base, tuned)
-        merged = True
-    record["eval"] = {"base": base, "tuned": tuned, "compare": cmp,
-                      "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                      "command": list(argv) if argv else None}
-    return write_record(run_dir, record), merged
+
+    def change(record: dict) -> None:
+        nonlocal base, tuned, cmp, merged
+        old = record.get("eval")
+        if old and _comparable(old.get("tuned", {}), tuned) and _comparable(old.get("base", {}), base):
+            base = merge_results(old["base"], base)
+            tuned = merge_results(old["tuned"], tuned)
+            cmp = compare(base, tuned)
+            merged = True
+        record["eval"] = {"base": base, "tuned": tuned, "compare": cmp,
+                          "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                          "command": list(argv) if argv else None}
+
+    return update_record(run_dir, change), merged
