@@ -144,7 +144,9 @@ class InterpolationSpec:
     def path_for(self, method: str) -> str:
         if self.path != "auto":
             return self.path
-        return "generator" if method in ("oft", "boft") else "weights"
+        from arena.components import registry_for
+
+        return registry_for("method").get(method).interpolation_path
 
 
 @dataclass

@@ -47,6 +47,9 @@ class Method:
     description: ClassVar[str] = ""
     default_lr: ClassVar[float] = 2e-4
     additive: ClassVar[bool] = True  # is the merged update W0 + ΔW with ΔW from the method's own params?
+    # The interpolation path θ(α) a sweep walks by default: "weights" (θ0 + α·ΔW, every method) or
+    # "generator" (scale the method's own generator, for methods whose update is not additive).
+    interpolation_path: ClassVar[str] = "weights"
 
     @dataclass
     class Options:

@@ -17,6 +17,7 @@ def _fbd_available() -> bool:
 @METHODS.register("boft")
 class BOFT(PeftMethod):
     name = "boft"
+    interpolation_path = "generator"  # R(α) = Cayley(α·Q): stays orthogonal for every α
     description = "BOFT: butterfly-factorised orthogonal fine-tuning"
     default_lr = 2e-4
     additive = False

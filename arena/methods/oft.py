@@ -16,6 +16,7 @@ from arena.methods.base import METHODS, PeftMethod, parse_target_modules, target
 @METHODS.register("oft")
 class OFT(PeftMethod):
     name = "oft"
+    interpolation_path = "generator"  # R(α) = Cayley(α·Q): stays orthogonal for every α
     description = "OFT: block-diagonal orthogonal rotation of each adapted weight (Cayley parameterised)"
     default_lr = 2e-4
     additive = False
