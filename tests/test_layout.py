@@ -4,8 +4,9 @@
 - no absolute path of one machine (/work/, /home/, /root/, /tmp/) in the docs, configs or the
   packages' comments and strings: a reader's machine has none of them;
 - `../shared/` appears only as the documented default data folder (`../shared/data`);
-- every `docs/<file>.md` and `<path>.py` a docstring, comment or document cites exists here, and
-  every relative link of a document resolves;
+- every `docs/<file>.md` and `<path>.py` a docstring, comment or document cites exists here, every
+  relative link of a document resolves, and every `#section` anchor of such a citation or link is a
+  heading of the cited document (GitHub's anchor rules);
 - the design notes are cited as `docs/design.md` (the old top-level design file is not in the
   repository, so no file outside docs/ may cite it).
 
@@ -32,9 +33,9 @@ TEXT_SUFFIXES = {".py", ".md", ".yaml", ".yml", ".toml", ".sh", ".txt"}
 MACHINE_PATH = re.compile(r"(?<![\w.~-])/(?:work|home|root|tmp)/[^\s\"'`)]*")
 SHARED = re.compile(r"\.\./shared/[^\s\"'`)]*")
 ALLOWED_SHARED = re.compile(r"\.\./shared/data(?![\w-])")
-DOCS_MD = re.compile(r"(?<![\w/.-])docs/[\w.-]+\.md\b")
+DOCS_MD = re.compile(r"(?<![\w/.-])(docs/[\w.-]+\.md)(?:#([\w-]+))?")
 PY_PATH = re.compile(r"(?<![\w/.-])((?:[\w-]+/)*[A-Za-z_]\w*\.py)\b")
-MD_LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
+MD_LINK = re.compile(r"\]\(([^)#\s]*)(?:#([^)\s]*))?\)")
 OLD_DESIGN = "DESIGN" + ".md"  # spelled apart so this file does not cite it
 # Top-level folders of this repository: a cited path starting elsewhere (lm_eval/…, trl/…) is
 # another project's file, not checked here.
@@ -92,12 +93,40 @@ def find_offenders(files: list[Path], check) -> list[str]:
     return out
 
 
+def slug(heading: str) -> str:
+    """GitHub's anchor of a Markdown heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"[`*]", "", heading.strip().lower())
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def heading_anchors(doc: Path) -> set[str]:
+    """Every anchor a Markdown file's headings define (outside code fences; repeats get -1, -2, …)."""
+    seen: dict[str, int] = {}
+    fenced = False
+    for line in doc.read_text(encoding="utf-8").splitlines():
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+        elif not fenced and (m := re.match(r"#{1,6}\s+(.*)", line)):
+            base = slug(m.group(1))
+            n = seen.get(base, 0)
+            seen[base] = n + 1
+    return {f"{base}-{i}" if i else base for base, n in seen.items() for i in range(n)}
+
+
+def _check_target(target: Path, anchor: str | None, ref: str) -> list[str]:
+    if not target.exists():
+        return [ref]
+    if anchor and target.suffix == ".md" and anchor not in heading_anchors(target):
+        return [f"{ref} (no such section)"]
+    return []
+
+
 def missing_references(path: Path, line: str) -> list[str]:
-    """Cited docs/*.md and *.py paths (and a document's relative links) that do not exist in the repository."""
+    """Cited docs/*.md (with their #anchors) and *.py paths, and a document's relative links, that
+    do not exist in the repository."""
     bad = []
-    for ref in DOCS_MD.findall(line):
-        if not (REPO / ref).is_file():
-            bad.append(ref)
+    for ref, anchor in DOCS_MD.findall(line):
+        bad += _check_target(REPO / ref, anchor, ref + (f"#{anchor}" if anchor else ""))
     for ref in PY_PATH.findall(line):
         if "/" in ref:
             if ref.split("/")[0] in TOP_LEVEL and not (REPO / ref).is_file():
@@ -105,11 +134,11 @@ def missing_references(path: Path, line: str) -> list[str]:
         elif ref not in BASENAMES:  # a bare module file name: some file of the repository has it
             bad.append(ref)
     if path.suffix == ".md":
-        for ref in MD_LINK.findall(line):
+        for ref, anchor in MD_LINK.findall(line):
             if "://" in ref or ref.startswith("mailto:"):
                 continue
-            if not (path.parent / ref).exists():
-                bad.append(ref)
+            target = path.parent / ref if ref else path
+            bad += _check_target(target, anchor, f"{ref}#{anchor}" if anchor else ref)
     return bad
 
 
@@ -185,5 +214,18 @@ def test_missing_reference_detection(tmp_path):
     assert missing_references(doc, "see docs/nope.md, arena/nope.py and nope_module.py") == [
         "docs/nope.md", "arena/nope.py", "nope_module.py"]
     assert missing_references(doc, "another project's lm_eval/api/task.py is not checked") == []
-    assert missing_references(doc, "[ok](training.md#resume) [bad](nothing.md) [web](https://x.org/a.md)") == [
+    assert missing_references(doc, "[ok](training.md) [bad](nothing.md) [web](https://x.org/a.md)") == [
         "nothing.md"]
+
+
+def test_anchor_detection(tmp_path):
+    doc = tmp_path / "d.md"
+    doc.write_text("# Title\n## Scores: the two axes\n### IFEval needs `punkt_tab`\n## Repeat\n## Repeat\n"
+                   "```\n# not a heading\n```\n[in](#repeat-1) [out](#not-a-heading)\n")
+    assert heading_anchors(doc) == {"title", "scores-the-two-axes", "ifeval-needs-punkt_tab", "repeat", "repeat-1"}
+    assert missing_references(doc, "[in](#repeat-1) [out](#not-a-heading) [x](d.md#title)") == [
+        "#not-a-heading (no such section)"]
+    real = REPO / "docs" / "training.md"
+    first = sorted(heading_anchors(real))[0]
+    assert missing_references(doc, f"docs/training.md#{first} and docs/training.md#nope") == [
+        "docs/training.md#nope (no such section)"]
