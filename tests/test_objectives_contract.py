@@ -15,8 +15,10 @@ objectives learn from a second tiny model (seed 1, same tokenizer).
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -30,6 +32,7 @@ from arena.rewards import REWARDS
 from arena.runs import load_and_wrap
 
 ALL_OBJECTIVES = OBJECTIVES.names()
+EXTENDING = Path(__file__).resolve().parents[1] / "docs" / "extending.md"
 QUIET = {"log": lambda msg: None}
 DENSE_REWARD = "contract_digit_share"
 # Fields of an objective's Options set to small values, whichever objective declares them.
@@ -191,3 +194,42 @@ def test_training_is_exactly_resumable(name, objective_config, tmp_path, monkeyp
     log_a, log_b = strip(_log(straight)), strip(_log(resumed))
     assert [r["step"] for r in log_b] == [1, 2, 3, 4]
     assert log_a == log_b
+
+
+# -- the worked example of docs/extending.md -----------------------------------------------------
+
+def doc_example(first_line: str) -> str:
+    """The ```python block of docs/extending.md whose first line is `first_line`."""
+    blocks = re.findall(r"```python\n(.*?)```", EXTENDING.read_text(encoding="utf-8"), re.S)
+    found = [b for b in blocks if b.splitlines()[0].strip() == first_line]
+    assert len(found) == 1, f"docs/extending.md has {len(found)} python blocks starting with {first_line!r}"
+    return found[0]
+
+
+@pytest.fixture
+def documented_objective(tmp_path, monkeypatch):
+    """The DFT example of docs/extending.md, imported from a temporary module into a copy of the
+    registry (restored after the test), as a contributor's new file would register it."""
+    monkeypatch.setattr(OBJECTIVES, "_items", dict(OBJECTIVES._items))
+    path = tmp_path / "arena_doc_example_dft.py"
+    path.write_text(doc_example("# arena/objectives/dft.py"))
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    assert "dft" in OBJECTIVES
+    return "dft"
+
+
+def test_the_documented_objective_passes_the_contract(documented_objective, objective_config, tmp_path,
+                                                      monkeypatch):
+    name = documented_objective
+    test_batches_are_deterministic_for_a_seed(name, objective_config)
+    test_loss_is_finite_and_backpropagates(name, objective_config)
+    test_training_is_exactly_resumable(name, objective_config, tmp_path, monkeypatch)
+    # and it is the documented loss: Σ_t sg(p_t)·(−log p_t) on SFT's forward
+    ctx, _, dft = _context(objective_config(name))
+    batch = dft.batches(ctx, 0)[0]
+    logits, targets = dft.scored_logits(ctx, batch)
+    nll = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none")
+    got = dft.loss(ctx, batch)
+    assert torch.allclose(got.loss_sum, (torch.exp(-nll) * nll).sum(), rtol=1e-5)
+    assert 0 < float(got.loss_sum.detach()) < float(nll.detach().sum())  # weights p_t < 1: less than SFT's loss

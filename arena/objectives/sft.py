@@ -69,7 +69,9 @@ class SFT(Objective):
             out.append(batch)
         return out
 
-    def loss(self, ctx: TrainContext, batch: dict) -> LossOutput:
+    def scored_logits(self, ctx: TrainContext, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """([n, V] logits at the n positions that predict a label, [n] labels) of one micro-batch,
+        in either layout; a token-level variant of SFT overrides `loss` and reuses this."""
         dev = ctx.device
         kwargs = {"position_ids": batch["position_ids"].to(dev)}
         packed = contextlib.nullcontext()
@@ -77,5 +79,8 @@ class SFT(Objective):
             kwargs["cu_seq_lens_q"] = kwargs["cu_seq_lens_k"] = batch["cu_seq_lens"]
             packed = packed_attention(ctx.model)
         with autocast(dev, ctx.precision), packed:
-            logits, targets = label_logits(ctx.model, batch["input_ids"].to(dev), batch["labels"].to(dev), **kwargs)
+            return label_logits(ctx.model, batch["input_ids"].to(dev), batch["labels"].to(dev), **kwargs)
+
+    def loss(self, ctx: TrainContext, batch: dict) -> LossOutput:
+        logits, targets = self.scored_logits(ctx, batch)
         return LossOutput(token_ce_sum(logits, targets), int(targets.numel()))
