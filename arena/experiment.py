@@ -7,7 +7,6 @@ output folder is touched, so bad input writes nothing.
 
 from __future__ import annotations
 
-import json
 import time
 import traceback
 from dataclasses import asdict
@@ -21,7 +20,8 @@ from safetensors.torch import save_file
 from arena.config import RunConfig, dump_yaml
 from arena.errors import ArenaError, TrainingFailed
 from arena.components import build_components
-from arena.records import environment, read_record, write_record
+from arena.records import environment, read_record, read_run_record, write_run_record
+from arena.results.run_record import SCHEMA_VERSION, RunRecord
 from arena.runs import FINAL, RESULT_NEUTRAL_TRAIN_KEYS, WEIGHTS, load_and_wrap
 
 
@@ -59,8 +59,8 @@ def _check_out_dir(out: Path, cfg: RunConfig) -> str:
         diff = [k for k in new if strip(old).get(k) != strip(new).get(k)]
         raise ArenaError(f"--out {out} holds a run with a different config (sections differ: {', '.join(diff)}); "
                          "use another --out or delete the folder")
-    rec = read_record(out)
-    if rec and rec.get("status") == "done":
+    rec = read_run_record(out)
+    if rec and rec.status == "done":
         return "done"
     return "resume"
 
@@ -129,52 +129,44 @@ def run_training(cfg: RunConfig, log: Callable[[str], None] = print) -> dict:
         (out / "config.yaml").write_text(dump_yaml(cfg))
     trainable, total = Method.count_parameters(model)
     lr = cfg.train.lr or method.default_lr
-    record = {
-        "run_id": out.name if out else None,
-        "status": "running",
-        "created": _now(),
-        "config": cfg.to_dict(),
-        "model": info.to_dict(),
-        "method": {"name": method.name, "trainable_params": trainable, "total_params": total,
-                   "trainable_fraction": trainable / total, "lr": lr, "additive": method.additive},
-        "objective": cfg.objective.name,
-        "target": cfg.target.name,
-        "device": str(device),
-        "precision": precision,
-        "environment": environment(),
-    }
-    record["data"] = data_stats
-    record["probes"] = {"base": base_probes}
+    record = RunRecord(
+        schema_version=SCHEMA_VERSION, run_id=out.name if out else None, status="running", created=_now(), config=cfg.to_dict(),
+        model=info.to_dict(),
+        method={"name": method.name, "trainable_params": trainable, "total_params": total,
+                "trainable_fraction": trainable / total, "lr": lr, "additive": method.additive},
+        objective=cfg.objective.name, target=cfg.target.name, device=str(device), precision=precision,
+        environment=environment(), data=data_stats, probes={"base": base_probes})
     try:
         log(f"{method.name}: {trainable:,} trainable / {total:,} params; lr {lr:g}; {precision} on {device}; "
-            f"{record['data'].get('examples', '?')} examples -> {record['data'].get('rows', '?')} rows"
-            + (f" ({record['data']['layout']})" if "layout" in record["data"] else ""))
+            f"{data_stats.get('examples', '?')} examples -> {data_stats.get('rows', '?')} rows"
+            + (f" ({data_stats['layout']})" if "layout" in data_stats else ""))
         result = train(ctx, objective, method, out, lr)
-        record["train"] = {k: v for k, v in asdict(result).items() if k != "history"}
+        record.train = {k: v for k, v in asdict(result).items() if k != "history"}
         if out:
             save_final(out, method, model)
         t3 = time.perf_counter()
-        record["probes"]["tuned"] = run_probes(cfg, model, tok, target, device, precision)
+        record.probes["tuned"] = run_probes(cfg, model, tok, target, device, precision)
         t_probe += time.perf_counter() - t3
-        record["timings"] = {"load_s": round(t_load, 2), "data_s": round(t_data, 2), "train_s": result.seconds,
-                             "probe_s": round(t_probe, 2), "total_s": round(time.perf_counter() - t0, 2)}
-        record["status"] = "done"
+        record.timings = {"load_s": round(t_load, 2), "data_s": round(t_data, 2), "train_s": result.seconds,
+                          "probe_s": round(t_probe, 2), "total_s": round(time.perf_counter() - t0, 2)}
+        record.status = "done"
     except (TrainingFailed, Exception) as e:  # recorded, then re-raised for the caller's exit code
-        record["status"] = "failed"
-        record["error"] = f"{type(e).__name__}: {e}"
-        record["traceback"] = traceback.format_exc()[-4000:]
+        record.status = "failed"
+        record.error = f"{type(e).__name__}: {e}"
+        record.traceback = traceback.format_exc()[-4000:]
+        record.finished = _now()
         if out:
-            write_record(out, {**record, "finished": _now()})
+            write_run_record(out, record)
         raise
-    record["finished"] = _now()
+    record.finished = _now()
     if out:
-        write_record(out, record)
-    record["_model"] = model  # in-memory callers (sweeps, tests) may evaluate without reloading
-    return record
+        write_run_record(out, record)
+    # in-memory callers (sweeps, tests) may evaluate without reloading
+    return {**record.to_dict(), "_model": model}
 
 
-def summarize(record: dict) -> str:
-    """A short human summary of a run record."""
+def format_run_summary(record: dict) -> str:
+    """A short human summary of a run record (what `arena train` prints)."""
     lines = [f"status: {record.get('status')}"]
     tr = record.get("train") or {}
     if tr:
@@ -189,7 +181,3 @@ def summarize(record: dict) -> str:
     if b.get("greedy") and t.get("greedy"):
         lines.append(f"greedy accuracy: {b['greedy']['accuracy']:.3f} -> {t['greedy']['accuracy']:.3f} (n={t['greedy']['n']})")
     return "\n".join(lines)
-
-
-def record_json(record: dict) -> str:
-    return json.dumps({k: v for k, v in record.items() if not k.startswith("_")}, indent=2, default=str)
