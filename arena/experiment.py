@@ -46,7 +46,7 @@ def _check_out_dir(out: Path, cfg: RunConfig) -> str:
     saved = out / "config.yaml"
     if not saved.is_file():
         if any(out.iterdir()):
-            raise ArenaError(f"--out {out} exists, is not empty and is not an arena run folder; choose another folder")
+            raise ArenaError(f"out {out}: exists, is not empty and is not an arena run folder; choose another folder")
         return "new"
     import yaml
 
@@ -57,8 +57,8 @@ def _check_out_dir(out: Path, cfg: RunConfig) -> str:
                                                     if k not in RESULT_NEUTRAL_TRAIN_KEYS}}
     if strip(old) != strip(new):
         diff = [k for k in new if strip(old).get(k) != strip(new).get(k)]
-        raise ArenaError(f"--out {out} holds a run with a different config (sections differ: {', '.join(diff)}); "
-                         "use another --out or delete the folder")
+        raise ArenaError(f"out {out}: holds a run with a different config (sections differ: {', '.join(diff)}); "
+                         "use another out folder or delete the folder")
     rec = read_run_record(out)
     if rec and rec.status == "done":
         return "done"
