@@ -17,12 +17,18 @@ from typing import Callable
 import torch
 from safetensors.torch import save_file
 
+from arena.components import build_components
 from arena.config import RunConfig, dump_yaml
 from arena.errors import ArenaError, TrainingFailed
-from arena.components import build_components
+from arena.evaluation.probes import greedy_accuracy, target_nll
+from arena.evaluation.step_probe import make_step_probe
+from arena.methods.base import Method
+from arena.objectives.base import TrainContext
 from arena.records import environment, read_record, read_run_record, write_run_record
 from arena.results.run_record import SCHEMA_VERSION, RunRecord
 from arena.runs import FINAL, RESULT_NEUTRAL_TRAIN_KEYS, WEIGHTS, load_and_wrap
+from arena.training import loop  # loop.train looked up per call: a benchmark wraps it to time each step
+from arena.training.device import pick_device, resolve_precision
 
 
 def _now() -> str:
@@ -66,8 +72,6 @@ def _check_out_dir(out: Path, cfg: RunConfig) -> str:
 
 
 def run_probes(cfg: RunConfig, model, tok, target, device, precision) -> dict:
-    from arena.evaluation.probes import greedy_accuracy, target_nll
-
     if cfg.probe.heldout <= 0:
         return {}
     ex = target.heldout_examples(cfg.probe.heldout, cfg.probe.seed)
@@ -89,11 +93,6 @@ def run_training(cfg: RunConfig, log: Callable[[str], None] = print) -> dict:
     Raises ArenaError for bad input before anything is written; a failure during training is
     recorded in record.json with status 'failed' and re-raised.
     """
-    from arena.methods.base import Method
-    from arena.objectives.base import TrainContext
-    from arena.training.device import pick_device, resolve_precision
-    from arena.training.loop import train
-
     method, target, objective = build_components(cfg)
     device = pick_device(cfg.train.device)
     precision = resolve_precision(cfg.train.precision, device)
@@ -112,8 +111,6 @@ def run_training(cfg: RunConfig, log: Callable[[str], None] = print) -> dict:
     ctx = TrainContext(model=model, tokenizer=tok, target=target, train=cfg.train, device=device,
                        precision=precision, seed=cfg.train.seed)
     if cfg.train.eval_every:
-        from arena.evaluation.step_probe import make_step_probe
-
         # Every eval_every steps: general NLL proxy + target NLL against the base, in train_log.jsonl.
         ctx.extras["step_probe"] = make_step_probe(cfg, tok, target, device, precision, log=log)
     # Read every data file (train set, held-out probe set) before the run folder exists: a
@@ -140,7 +137,7 @@ def run_training(cfg: RunConfig, log: Callable[[str], None] = print) -> dict:
         log(f"{method.name}: {trainable:,} trainable / {total:,} params; lr {lr:g}; {precision} on {device}; "
             f"{data_stats.get('examples', '?')} examples -> {data_stats.get('rows', '?')} rows"
             + (f" ({data_stats['layout']})" if "layout" in data_stats else ""))
-        result = train(ctx, objective, method, out, lr)
+        result = loop.train(ctx, objective, method, out, lr)
         record.train = {k: v for k, v in asdict(result).items() if k != "history"}
         if out:
             save_final(out, method, model)

@@ -1,9 +1,10 @@
 """Matched-plasticity comparison along interpolation paths (pure pandas).
 
 A method's forgetting at a fixed step count is confounded with how fast it learns (a method that
-learns faster has moved further, and forgets more, at the same step). The interpolation path θ(α) of each run traces target gain against forgetting
-from the base (α = 0) to the tuned model (α = 1). Reading every path at one common target-gain level
-G compares methods at matched plasticity:
+learns faster has moved further, and forgets more, at the same step). The interpolation path θ(α)
+of each run traces target gain against forgetting from the base (α = 0) to the tuned model
+(α = 1). Reading every path at one common target-gain level G compares methods at matched
+plasticity:
 
     F_run(G) = forgetting where the run's path first reaches gain G, linear in α between the two
                bracketing points (the path is scored at a few α only)
