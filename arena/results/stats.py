@@ -1,4 +1,4 @@
-"""Estimators and tests over runs and documents: pure functions (math and numpy only).
+"""Estimators and tests over runs and documents: pure functions (math, numpy; scipy for t tails).
 
 Ratio estimator over sampling units i = 1..n, each contributing y_i out of k_i (k_i = 1: a mean):
 
@@ -65,15 +65,12 @@ def _finite(values) -> np.ndarray:
 
 
 def t_pvalue(t: float, dof: float) -> float:
-    """Two-sided p of Student's t with `dof` degrees of freedom (normal approximation without scipy)."""
+    """Two-sided p of Student's t with `dof` degrees of freedom: 2 · P(T_dof > |t|)."""
     if math.isinf(t):
         return 0.0
-    try:
-        from scipy import stats  # optional: scipy is not a dependency of the results library
+    from scipy import stats  # scipy.stats takes a while to import: only paid when a test is computed
 
-        return float(2 * stats.t.sf(abs(t), dof))
-    except ImportError:
-        return float(math.erfc(abs(t) / math.sqrt(2)))
+    return float(2 * stats.t.sf(abs(t), dof))
 
 
 def welch(a: Sequence[float], b: Sequence[float]) -> dict:
