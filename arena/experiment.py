@@ -7,7 +7,6 @@ output folder is touched, so bad input writes nothing.
 
 from __future__ import annotations
 
-import json
 import time
 import traceback
 from dataclasses import asdict
@@ -18,11 +17,18 @@ from typing import Callable
 import torch
 from safetensors.torch import save_file
 
+from arena.components import build_components
 from arena.config import RunConfig, dump_yaml
 from arena.errors import ArenaError, TrainingFailed
-from arena.components import build_components
-from arena.records import environment, read_record, write_record
+from arena.evaluation.probes import greedy_accuracy, target_nll
+from arena.evaluation.step_probe import make_step_probe
+from arena.methods.base import Method
+from arena.objectives.base import TrainContext
+from arena.records import environment, read_record, read_run_record, write_run_record
+from arena.results.run_record import SCHEMA_VERSION, RunRecord
 from arena.runs import FINAL, RESULT_NEUTRAL_TRAIN_KEYS, WEIGHTS, load_and_wrap
+from arena.training import loop  # loop.train looked up per call: a benchmark wraps it to time each step
+from arena.training.device import pick_device, resolve_precision
 
 
 def _now() -> str:
@@ -46,7 +52,7 @@ def _check_out_dir(out: Path, cfg: RunConfig) -> str:
     saved = out / "config.yaml"
     if not saved.is_file():
         if any(out.iterdir()):
-            raise ArenaError(f"--out {out} exists, is not empty and is not an arena run folder; choose another folder")
+            raise ArenaError(f"out {out}: exists, is not empty and is not an arena run folder; choose another folder")
         return "new"
     import yaml
 
@@ -57,17 +63,15 @@ def _check_out_dir(out: Path, cfg: RunConfig) -> str:
                                                     if k not in RESULT_NEUTRAL_TRAIN_KEYS}}
     if strip(old) != strip(new):
         diff = [k for k in new if strip(old).get(k) != strip(new).get(k)]
-        raise ArenaError(f"--out {out} holds a run with a different config (sections differ: {', '.join(diff)}); "
-                         "use another --out or delete the folder")
-    rec = read_record(out)
-    if rec and rec.get("status") == "done":
+        raise ArenaError(f"out {out}: holds a run with a different config (sections differ: {', '.join(diff)}); "
+                         "use another out folder or delete the folder")
+    rec = read_run_record(out)
+    if rec and rec.status == "done":
         return "done"
     return "resume"
 
 
 def run_probes(cfg: RunConfig, model, tok, target, device, precision) -> dict:
-    from arena.evaluation.probes import greedy_accuracy, target_nll
-
     if cfg.probe.heldout <= 0:
         return {}
     ex = target.heldout_examples(cfg.probe.heldout, cfg.probe.seed)
@@ -89,11 +93,6 @@ def run_training(cfg: RunConfig, log: Callable[[str], None] = print) -> dict:
     Raises ArenaError for bad input before anything is written; a failure during training is
     recorded in record.json with status 'failed' and re-raised.
     """
-    from arena.methods.base import Method
-    from arena.objectives.base import TrainContext
-    from arena.training.device import pick_device, resolve_precision
-    from arena.training.loop import train
-
     method, target, objective = build_components(cfg)
     device = pick_device(cfg.train.device)
     precision = resolve_precision(cfg.train.precision, device)
@@ -112,8 +111,6 @@ def run_training(cfg: RunConfig, log: Callable[[str], None] = print) -> dict:
     ctx = TrainContext(model=model, tokenizer=tok, target=target, train=cfg.train, device=device,
                        precision=precision, seed=cfg.train.seed)
     if cfg.train.eval_every:
-        from arena.evaluation.step_probe import make_step_probe
-
         # Every eval_every steps: general NLL proxy + target NLL against the base, in train_log.jsonl.
         ctx.extras["step_probe"] = make_step_probe(cfg, tok, target, device, precision, log=log)
     # Read every data file (train set, held-out probe set) before the run folder exists: a
@@ -129,52 +126,44 @@ def run_training(cfg: RunConfig, log: Callable[[str], None] = print) -> dict:
         (out / "config.yaml").write_text(dump_yaml(cfg))
     trainable, total = Method.count_parameters(model)
     lr = cfg.train.lr or method.default_lr
-    record = {
-        "run_id": out.name if out else None,
-        "status": "running",
-        "created": _now(),
-        "config": cfg.to_dict(),
-        "model": info.to_dict(),
-        "method": {"name": method.name, "trainable_params": trainable, "total_params": total,
-                   "trainable_fraction": trainable / total, "lr": lr, "additive": method.additive},
-        "objective": cfg.objective.name,
-        "target": cfg.target.name,
-        "device": str(device),
-        "precision": precision,
-        "environment": environment(),
-    }
-    record["data"] = data_stats
-    record["probes"] = {"base": base_probes}
+    record = RunRecord(
+        schema_version=SCHEMA_VERSION, run_id=out.name if out else None, status="running", created=_now(), config=cfg.to_dict(),
+        model=info.to_dict(),
+        method={"name": method.name, "trainable_params": trainable, "total_params": total,
+                "trainable_fraction": trainable / total, "lr": lr, "additive": method.additive},
+        objective=cfg.objective.name, target=cfg.target.name, device=str(device), precision=precision,
+        environment=environment(), data=data_stats, probes={"base": base_probes})
     try:
         log(f"{method.name}: {trainable:,} trainable / {total:,} params; lr {lr:g}; {precision} on {device}; "
-            f"{record['data'].get('examples', '?')} examples -> {record['data'].get('rows', '?')} rows"
-            + (f" ({record['data']['layout']})" if "layout" in record["data"] else ""))
-        result = train(ctx, objective, method, out, lr)
-        record["train"] = {k: v for k, v in asdict(result).items() if k != "history"}
+            f"{data_stats.get('examples', '?')} examples -> {data_stats.get('rows', '?')} rows"
+            + (f" ({data_stats['layout']})" if "layout" in data_stats else ""))
+        result = loop.train(ctx, objective, method, out, lr)
+        record.train = {k: v for k, v in asdict(result).items() if k != "history"}
         if out:
             save_final(out, method, model)
         t3 = time.perf_counter()
-        record["probes"]["tuned"] = run_probes(cfg, model, tok, target, device, precision)
+        record.probes["tuned"] = run_probes(cfg, model, tok, target, device, precision)
         t_probe += time.perf_counter() - t3
-        record["timings"] = {"load_s": round(t_load, 2), "data_s": round(t_data, 2), "train_s": result.seconds,
-                             "probe_s": round(t_probe, 2), "total_s": round(time.perf_counter() - t0, 2)}
-        record["status"] = "done"
+        record.timings = {"load_s": round(t_load, 2), "data_s": round(t_data, 2), "train_s": result.seconds,
+                          "probe_s": round(t_probe, 2), "total_s": round(time.perf_counter() - t0, 2)}
+        record.status = "done"
     except (TrainingFailed, Exception) as e:  # recorded, then re-raised for the caller's exit code
-        record["status"] = "failed"
-        record["error"] = f"{type(e).__name__}: {e}"
-        record["traceback"] = traceback.format_exc()[-4000:]
+        record.status = "failed"
+        record.error = f"{type(e).__name__}: {e}"
+        record.traceback = traceback.format_exc()[-4000:]
+        record.finished = _now()
         if out:
-            write_record(out, {**record, "finished": _now()})
+            write_run_record(out, record)
         raise
-    record["finished"] = _now()
+    record.finished = _now()
     if out:
-        write_record(out, record)
-    record["_model"] = model  # in-memory callers (sweeps, tests) may evaluate without reloading
-    return record
+        write_run_record(out, record)
+    # in-memory callers (sweeps, tests) may evaluate without reloading
+    return {**record.to_dict(), "_model": model}
 
 
-def summarize(record: dict) -> str:
-    """A short human summary of a run record."""
+def format_run_summary(record: dict) -> str:
+    """A short human summary of a run record (what `arena train` prints)."""
     lines = [f"status: {record.get('status')}"]
     tr = record.get("train") or {}
     if tr:
@@ -189,7 +178,3 @@ def summarize(record: dict) -> str:
     if b.get("greedy") and t.get("greedy"):
         lines.append(f"greedy accuracy: {b['greedy']['accuracy']:.3f} -> {t['greedy']['accuracy']:.3f} (n={t['greedy']['n']})")
     return "\n".join(lines)
-
-
-def record_json(record: dict) -> str:
-    return json.dumps({k: v for k, v in record.items() if not k.startswith("_")}, indent=2, default=str)

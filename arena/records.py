@@ -1,8 +1,8 @@
-"""Run records: one schema-versioned JSON per run, written atomically.
+"""Run record files: `record.json` read and written atomically, and the environment a run records.
 
-A run folder without a finished `record.json` is not a result. Writes go to a temporary file in
-the same folder, are fsynced, then renamed over the target, so a crash never leaves a truncated
-record behind.
+The record's schema is `arena.results.run_record.RunRecord`. A run folder without a finished
+`record.json` is not a result. Writes go to a temporary file in the same folder, are fsynced, then
+renamed over the target, so a crash never leaves a truncated record behind.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-SCHEMA_VERSION = 1
+from arena.results.run_record import SCHEMA_VERSION, RunRecord
+
 RECORD = "record.json"
 
 
@@ -46,6 +47,16 @@ def read_record(run_dir: Path) -> dict | None:
     if not path.is_file():
         return None
     return json.loads(path.read_text())
+
+
+def read_run_record(run_dir: Path) -> RunRecord | None:
+    """The run's record as a RunRecord (None when the folder has no record.json)."""
+    rec = read_record(run_dir)
+    return None if rec is None else RunRecord.from_dict(rec)
+
+
+def write_run_record(run_dir: Path, record: RunRecord) -> Path:
+    return write_record(run_dir, record.to_dict())
 
 
 def environment() -> dict:

@@ -134,7 +134,7 @@ def child(name: str, steps: int, warmup: int) -> None:
             return res
 
         loop.train = wrapped
-        import arena.experiment as ex  # run_training imports train lazily from the module
+        import arena.experiment as ex  # run_training calls loop.train through the module, so the wrapper is seen
 
         cfg = load_run_config(None, [
             "model.name=smollm2-135m-instruct", "method.name=lora", "method.dropout=0.05",

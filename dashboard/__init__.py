@@ -1,1 +1,1 @@
-"""Results dashboard (Streamlit) and the pure-pandas results layer (processing.py) it shares with `arena report`."""
+"""Results dashboard (Streamlit app); the results layer it reads through is arena.results."""

@@ -4,7 +4,7 @@
     streamlit run dashboard/app.py -- --results results/quickstart
 
 The results folder comes from `--results` after `--`, else ARENA_RESULTS, else ./results.
-Imports only the pure layers (dashboard.processing, dashboard.plots): no torch.
+Imports only the results library (arena.results): no torch.
 """
 
 from __future__ import annotations
@@ -18,8 +18,14 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from dashboard import plots
-from dashboard import processing as P
+from arena.results import exports, figures
+from arena.results.filters import filter_runs, options
+from arena.results.flatten import DIAG_PREFIX
+from arena.results.leaderboard import leaderboard
+from arena.results.load import Results, load_results, train_log
+from arena.results.matched import interpolation_curves, matched_plasticity
+from arena.results.scales import SCALES, has_scale, pick_scale
+from arena.results.tables import benchmark_table, metric_correlations, module_table
 
 STATE_ORDER = ["done", "incomplete", "interrupted", "failed", "running"]
 
@@ -35,10 +41,10 @@ def sidebar_filters(df: pd.DataFrame) -> tuple[dict, str]:
     st.sidebar.header("Filters")
     sel = {}
     for col, name in (("model", "model"), ("target", "target"), ("objective", "objective"), ("label", "method")):
-        opts = P.options(df, col)
+        opts = options(df, col)
         sel[col] = st.sidebar.multiselect(name, opts, default=[], key=f"f_{col}", placeholder="all")
-    scales = [s for s in P.SCALES if P.has_scale(df, s)] or list(P.SCALES)
-    default = P.pick_scale(df)
+    scales = [s for s in SCALES if has_scale(df, s)] or list(SCALES)
+    default = pick_scale(df)
     scale = st.sidebar.radio("axes", scales, index=scales.index(default) if default in scales else 0, key="scale",
                              help="accuracy: lm-eval benchmark accuracies; proxy: continuous NLL proxies "
                                   "(general ΔCE, held-out target NLL) — the axes that move on a 135M model")
@@ -46,7 +52,7 @@ def sidebar_filters(df: pd.DataFrame) -> tuple[dict, str]:
 
 
 def leaderboard_tab(lb: pd.DataFrame, scale: str) -> None:
-    s = P.SCALES[scale]
+    s = SCALES[scale]
     if not len(lb):
         st.info("No finished runs match the filters yet.")
         return
@@ -54,7 +60,7 @@ def leaderboard_tab(lb: pd.DataFrame, scale: str) -> None:
             "forgetting_per_gain", "pareto", "trainable_params", "trainable_fraction", "train_s", "wall_s",
             "peak_memory_mb", "err_kind"]
     other = "proxy" if scale == "accuracy" else "accuracy"
-    cols += [c for c in (P.SCALES[other]["x"], P.SCALES[other]["y"]) if c in lb]
+    cols += [c for c in (SCALES[other]["x"], SCALES[other]["y"]) if c in lb]
     cols += [c for c in lb.columns if c.startswith("bench_delta:")]
     view = lb[[c for c in cols if c in lb]]
     st.dataframe(view, hide_index=True, width="stretch",
@@ -71,7 +77,7 @@ def leaderboard_tab(lb: pd.DataFrame, scale: str) -> None:
     c1, c2, c3, c4 = st.columns(4)
     for col, fmt, mime in ((c1, "csv", "text/csv"), (c2, "json", "application/json"), (c3, "md", "text/markdown"),
                            (c4, "tex", "text/x-tex")):
-        col.download_button(f"download {fmt}", P.export(lb, fmt), file_name=f"leaderboard.{fmt}", mime=mime,
+        col.download_button(f"download {fmt}", exports.export(lb, fmt), file_name=f"leaderboard.{fmt}", mime=mime,
                             key=f"dl_{fmt}")
 
 
@@ -81,23 +87,23 @@ def pareto_tab(lb: pd.DataFrame, scale: str) -> None:
         return
     groups = lb.groupby(["model", "target", "objective"], dropna=False)
     for (model, target, objective), g in groups:
-        st.plotly_chart(plots.pareto_figure(g.reset_index(drop=True), scale,
+        st.plotly_chart(figures.pareto_figure(g.reset_index(drop=True), scale,
                                             f"{model} · {target} · {objective}: target vs general"),
                         key=f"pareto_{model}_{target}_{objective}")
     st.caption("Stars: on the Pareto front (no other method is better on both axes). Error bars as in the leaderboard.")
 
 
-def interpolation_tab(res: P.Results, keys: set) -> None:
-    curves = P.interpolation_curves(res)
+def interpolation_tab(res: Results, keys: set) -> None:
+    curves = interpolation_curves(res)
     curves = curves[curves["key"].isin(keys)] if len(curves) else curves
     if not len(curves):
         st.info("No interpolation curves among the selected runs (sweep config: interpolation.enabled).")
         return
-    matched = P.matched_plasticity(curves)
+    matched = matched_plasticity(curves)
     for i, g in enumerate(matched["groups"]):
         c = curves[(curves["target"] == g["target"]) & (curves["path"] == g["path"]) & (curves["model"] == g["model"])
                    & (curves["objective"] == g["objective"])]
-        st.plotly_chart(plots.interpolation_figure(c, g.get("level")), key=f"interp_{i}")
+        st.plotly_chart(figures.interpolation_figure(c, g.get("level")), key=f"interp_{i}")
         st.markdown(f"**Matched plasticity** ({g['model']} · {g['target']} · {g['objective']}, {g['path']} path): "
                     f"forgetting read off each path at target gain **{g['level']:.4g}**.")
         if len(g["methods"]):
@@ -107,26 +113,26 @@ def interpolation_tab(res: P.Results, keys: set) -> None:
         st.caption(g["note"])
 
 
-def diagnostics_tab(done: pd.DataFrame, res: P.Results, scale: str) -> None:
-    diag_cols = [c for c in done.columns if c.startswith(P.DIAG_PREFIX)]
+def diagnostics_tab(done: pd.DataFrame, res: Results, scale: str) -> None:
+    diag_cols = [c for c in done.columns if c.startswith(DIAG_PREFIX)]
     if not diag_cols:
         st.info("No diagnostics among the selected runs (sweep config: diagnostics.enabled).")
         return
-    against = P.SCALES[scale]["y"]
-    corr = P.metric_correlations(done, against, diag_cols)
+    against = SCALES[scale]["y"]
+    corr = metric_correlations(done, against, diag_cols)
     st.markdown(f"**Metric vs forgetting across runs** ({against}; n = runs with both)")
     st.dataframe(corr, hide_index=True, key="corr")
     if len(done) < 3:
         st.caption("Correlations need at least 3 runs.")
-    metric = st.selectbox("metric", diag_cols, format_func=lambda c: c.removeprefix(P.DIAG_PREFIX), key="diag_metric")
-    r = corr[corr["metric"] == metric.removeprefix(P.DIAG_PREFIX)]
-    st.plotly_chart(plots.metric_scatter(done, metric, against, r.iloc[0].to_dict() if len(r) else None), key="diag_scatter")
+    metric = st.selectbox("metric", diag_cols, format_func=lambda c: c.removeprefix(DIAG_PREFIX), key="diag_metric")
+    r = corr[corr["metric"] == metric.removeprefix(DIAG_PREFIX)]
+    st.plotly_chart(figures.metric_scatter(done, metric, against, r.iloc[0].to_dict() if len(r) else None), key="diag_scatter")
     run = st.selectbox("per-module metrics of run", list(done["key"]), key="diag_run")
     if run:
-        st.dataframe(P.module_table(res.records[run]), hide_index=True, key="modules")
+        st.dataframe(module_table(res.records[run]), hide_index=True, key="modules")
 
 
-def detail_tab(df: pd.DataFrame, res: P.Results) -> None:
+def detail_tab(df: pd.DataFrame, res: Results) -> None:
     keys = list(df["key"])
     if not keys:
         st.info("No runs.")
@@ -138,21 +144,21 @@ def detail_tab(df: pd.DataFrame, res: P.Results) -> None:
                 f"seed {row['seed']}")
     if row["state"] != "done" and isinstance(row.get("error"), str):
         st.error(f"{row['state']}: {row['error']}")
-        if rec.get("traceback"):
-            st.code(rec["traceback"][-3000:], language="text")
+        if rec.traceback:
+            st.code(rec.traceback[-3000:], language="text")
     c1, c2 = st.columns(2)
     with c1:
-        st.plotly_chart(plots.loss_figure(P.train_log(res.root / key)), key="loss")
+        st.plotly_chart(figures.loss_figure(train_log(res.root / key)), key="loss")
     with c2:
-        bt = P.benchmark_table(rec)
+        bt = benchmark_table(rec)
         if len(bt):
             st.dataframe(bt, hide_index=True, key="bench")
         else:
             st.caption("No evaluation in this record.")
     with st.expander("resolved config"):
-        st.json(rec.get("config") or {})
+        st.json(rec.config or {})
     with st.expander("record (without per-document units)"):
-        st.json(json.loads(json.dumps(_strip(rec), default=str)))
+        st.json(json.loads(json.dumps(_strip(rec.to_dict()), default=str)))
 
 
 def _strip(rec: dict) -> dict:
@@ -164,7 +170,7 @@ def _strip(rec: dict) -> dict:
     return out
 
 
-def status_tab(df: pd.DataFrame, res: P.Results) -> None:
+def status_tab(df: pd.DataFrame, res: Results) -> None:
     counts = df["state"].value_counts() if len(df) else pd.Series(dtype=int)
     st.write(", ".join(f"{counts.get(s, 0)} {s}" for s in STATE_ORDER if counts.get(s, 0)) or "no runs")
     cols = [c for c in ("run_id", "sweep", "state", "label", "target", "objective", "seed", "error") if c in df]
@@ -177,7 +183,7 @@ def main() -> None:
     st.set_page_config(page_title="arena results", layout="wide")
     root = results_dir()
     st.title("arena — results")
-    res = P.load_results(root)
+    res = load_results(root)
     st.caption(f"{root.resolve()} · {len(res.df)} run folder(s) · read-only")
     for w in res.warnings:
         st.warning(w)
@@ -185,9 +191,9 @@ def main() -> None:
         st.info(f"No runs under {root} yet. Start a sweep: `arena sweep configs/quickstart.yaml`.")
         return
     sel, scale = sidebar_filters(res.df)
-    df = P.filter_runs(res.df, **sel)
+    df = filter_runs(res.df, **sel)
     done = df[df["state"] == "done"]
-    lb = P.leaderboard(done, scale) if len(done) else pd.DataFrame()
+    lb = leaderboard(done, scale) if len(done) else pd.DataFrame()
     n_bad = int((df["state"] != "done").sum())
     if n_bad:
         st.warning(f"{n_bad} run(s) are not finished results (failed, interrupted or incomplete): see Status.")

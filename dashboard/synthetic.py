@@ -3,7 +3,7 @@
 
     python -m dashboard.synthetic /tmp/demo --seeds 0 1 2 && arena dashboard --results /tmp/demo
 
-The default method profiles follow the CPU pilot in DESIGN.md (plasticity / general ΔCE after 40
+The default method profiles follow a CPU pilot (plasticity / general ΔCE of SmolLM2-135M after 40
 steps of SFT on GSM8K); accuracies and diagnostics are made up but consistent with them. Seeded
 noise makes seeds differ. Nothing here imports torch.
 """

@@ -47,29 +47,29 @@ def write_failure(run_dir: Path, spec, error: str, retryable: bool, tb: str = ""
     Never overwrites a record that says done; a failed record written by run_training is kept and
     only gains the retryable flag.
     """
-    from arena.records import read_record, write_record
+    from arena.records import read_run_record, write_run_record
+    from arena.results.run_record import RunRecord
 
     from runners.stages import _now
 
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
-        rec = read_record(run_dir)
+        rec = read_run_record(run_dir)
     except ValueError:
         rec = None
-    if rec and rec.get("status") == "done":
+    if rec and rec.status == "done":
         return
-    if rec and rec.get("status") == "failed":
-        rec["retryable"] = retryable
-        if not rec.get("error"):
-            rec["error"] = error
-        write_record(run_dir, rec)
+    if rec and rec.status == "failed":
+        rec.retryable = retryable
+        if not rec.error:
+            rec.error = error
+        write_run_record(run_dir, rec)
         return
-    write_record(run_dir, {"run_id": spec.run_id, "status": "failed", "error": error, "retryable": retryable,
-                           "written_by": "runner", "config": spec.config, "method": {"name": spec.method},
-                           "target": spec.target, "objective": spec.objective,
-                           "sweep": {"run_id": spec.run_id, "label": spec.label, "seed": spec.seed, "stages": {},
-                                     "status": "failed"},
-                           "traceback": tb[-4000:], "finished": _now()})
+    write_run_record(run_dir, RunRecord(
+        run_id=spec.run_id, status="failed", error=error, retryable=retryable, written_by="runner",
+        config=spec.config, method={"name": spec.method}, target=spec.target, objective=spec.objective,
+        sweep={"run_id": spec.run_id, "label": spec.label, "seed": spec.seed, "stages": {}, "status": "failed"},
+        traceback=tb[-4000:], finished=_now()))
 
 
 def _clear_runner_failure(run_dir: Path) -> None:

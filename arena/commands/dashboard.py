@@ -6,6 +6,13 @@
 
 from __future__ import annotations
 
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+from arena.errors import ArenaError
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("dashboard", help="open the results dashboard (Streamlit, localhost, read-only)")
@@ -18,12 +25,11 @@ def add_parser(sub) -> None:
 
 
 def streamlit_command(results: str, port: int, address: str = "127.0.0.1") -> list[str]:
-    import sys
-    from pathlib import Path
-
-    import dashboard
-
-    app = Path(dashboard.__file__).resolve().parent / "app.py"
+    # The app's file, found without importing the app package (arena never imports `dashboard`).
+    spec = importlib.util.find_spec("dashboard")
+    if spec is None or not spec.submodule_search_locations:
+        raise ArenaError("the dashboard app package (dashboard/) is not installed beside arena")
+    app = Path(next(iter(spec.submodule_search_locations))).resolve() / "app.py"
     return [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", address, "--server.port", str(port),
             "--server.headless", "true", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
             "--client.toolbarMode", "viewer",
@@ -31,12 +37,6 @@ def streamlit_command(results: str, port: int, address: str = "127.0.0.1") -> li
 
 
 def run(args) -> int:
-    import importlib.util
-    import subprocess
-    from pathlib import Path
-
-    from arena.errors import ArenaError
-
     if importlib.util.find_spec("streamlit") is None or importlib.util.find_spec("plotly") is None:
         raise ArenaError("the dashboard needs streamlit and plotly: pip install 'arena[dashboard]'")
     if not Path(args.results).is_dir():

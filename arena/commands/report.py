@@ -7,6 +7,12 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+from arena.errors import ArenaError
+from arena.records import atomic_write_text
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("report", help="method-selection report (Pareto, leaderboard, recommendations) as HTML/Markdown")
@@ -23,12 +29,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    import sys
-    from pathlib import Path
-
-    from arena.errors import ArenaError
-    from arena.records import atomic_write_text
-    from arena.reports.render import render
+    from arena.reports.render import render  # pandas: only when a report is asked for
 
     root = Path(args.results)
     if not root.is_dir():

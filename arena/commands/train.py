@@ -48,7 +48,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from arena.config import dump_yaml
     from arena.errors import TrainingFailed
-    from arena.experiment import run_training, summarize
+    from arena.experiment import format_run_summary, run_training
 
     cfg = config_from_args(args)
     if args.print_config:
@@ -59,7 +59,7 @@ def run(args) -> int:
     except TrainingFailed as e:
         print(f"arena train: run failed: {e}" + (f" (recorded in {cfg.out}/record.json)" if cfg.out else ""), file=sys.stderr)
         return 1
-    print(summarize(record))
+    print(format_run_summary(record))
     if cfg.out:
         print(f"record: {cfg.out}/record.json")
     return 0

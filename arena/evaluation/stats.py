@@ -30,24 +30,9 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 
+from arena.results.stats import ratio_mean_se  # the ratio estimator above; results and evaluation share it
+
 NAN = float("nan")
-
-
-def ratio_mean_se(y: Sequence[float], k: Sequence[float] | None = None) -> tuple[float, float]:
-    """(p, SE) of the ratio estimator Σy/Σk with documents as sampling units (see module doc)."""
-    n = len(y)
-    if k is None:
-        k = [1.0] * n
-    if n == 0:
-        return NAN, NAN
-    K = float(sum(k))
-    if K == 0:
-        return NAN, NAN
-    p = float(sum(y)) / K
-    if n < 2:
-        return p, NAN
-    ss = sum((yi - p * ki) ** 2 for yi, ki in zip(y, k))
-    return p, math.sqrt(n / (n - 1) * ss) / K
 
 
 def average(parts: Iterable[tuple[float, float]]) -> tuple[float, float]:
@@ -78,15 +63,6 @@ def units_delta(base: dict, tuned: dict) -> tuple[float, float, int] | None:
     d = [t - b for b, t in zip(base["y"], tuned["y"])]
     delta, se = ratio_mean_se(d, kb)
     return delta, se, len(d)
-
-
-def values_delta(base: Sequence[float], tuned: Sequence[float]) -> tuple[float, float, int]:
-    """Paired mean difference of per-item values (e.g. per-prompt NLLs): (mean d, s_d/√n, n)."""
-    if len(base) != len(tuned):
-        raise ValueError(f"paired values need equal lengths, got {len(base)} and {len(tuned)}")
-    d = [t - b for b, t in zip(base, tuned)]
-    m, se = ratio_mean_se(d)
-    return m, se, len(d)
 
 
 def axis(scores: dict[str, dict], members: Sequence[str]) -> dict:

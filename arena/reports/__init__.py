@@ -1,2 +1,2 @@
-"""Method-selection reports (`arena report`): built only from run records through the pure-pandas
-results layer (dashboard.processing); never imports torch."""
+"""Method-selection reports (`arena report`): built only from run records through the results
+library (arena.results); never imports torch."""

@@ -1,5 +1,5 @@
-"""PEFT-Arena's published numbers (DESIGN.md "Published reference numbers") and the comparison of
-measured method orderings with them.
+"""PEFT-Arena's published numbers (the paper's project-page table) and the comparison of measured
+method orderings with them.
 
 The paper evaluates with OpenCompass on vLLM; arena evaluates with lm-eval, so only the *shape* is
 comparable: method orderings, compared with Spearman's ρ and Kendall's τ over the methods both have.
@@ -11,6 +11,8 @@ import math
 from typing import Optional
 
 import pandas as pd
+
+from arena.results.scales import SCALES
 
 PAPER = "peft-arena"
 CITATION = "PEFT-Arena (arXiv 2605.28819), project page table; Target / General accuracy in %"
@@ -71,8 +73,6 @@ def paper_table(lb: pd.DataFrame, scale: str) -> dict:
     Measured values on the accuracy scale are in % like the paper's; on the proxy scale the
     orderings use plasticity and −ΔCE (higher = better on both, as accuracy is).
     """
-    from dashboard.processing import SCALES
-
     pub = published_frame()
     out = {"groups": [], "scale": scale}
     if not len(lb):

@@ -19,7 +19,9 @@ from typing import Optional
 
 import pandas as pd
 
-from dashboard.processing import SCALES, compare_two, seed_values
+from arena.results.filters import seed_values
+from arena.results.scales import SCALES
+from arena.results.stats import compare_two
 
 DEFAULT_BUDGET = {"accuracy": 0.02, "proxy": 0.05}
 

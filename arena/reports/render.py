@@ -16,7 +16,14 @@ from typing import Optional
 
 import pandas as pd
 
-from dashboard import processing as P
+from arena.errors import ArenaError
+from arena.reports.paper import CITATION, PAPER, paper_table
+from arena.reports.recommend import recommend
+from arena.results import exports
+from arena.results.leaderboard import leaderboard
+from arena.results.load import Results, load_results
+from arena.results.matched import interpolation_curves, matched_plasticity
+from arena.results.scales import SCALES, pick_scale
 
 LB_COLUMNS = ["model", "target", "objective", "label", "seeds", "{x}", "{x}_err", "{y}", "{y}_err", "forgetting_per_gain",
               "pareto", "trainable_params", "train_s", "peak_memory_mb", "err_kind"]
@@ -25,7 +32,7 @@ LB_COLUMNS = ["model", "target", "objective", "label", "seeds", "{x}", "{x}_err"
 @dataclass
 class ReportData:
     root: Path
-    results: P.Results
+    results: Results
     scale: str
     leaderboard: pd.DataFrame
     recommendations: list
@@ -37,16 +44,14 @@ class ReportData:
 
 
 def build(root, scale: str = "auto", paper: Optional[str] = None, budget: Optional[float] = None) -> ReportData:
-    from arena.reports.recommend import recommend
-
-    res = P.load_results(root)
+    res = load_results(root)
     done = res.done
-    scale = P.pick_scale(done) if scale == "auto" else scale
-    lb = P.leaderboard(done, scale) if len(done) else pd.DataFrame()
-    curves = P.interpolation_curves(res)
+    scale = pick_scale(done) if scale == "auto" else scale
+    lb = leaderboard(done, scale) if len(done) else pd.DataFrame()
+    curves = interpolation_curves(res)
     if len(curves):
         curves = curves[curves["key"].isin(set(done["key"]))]
-    matched = P.matched_plasticity(curves)
+    matched = matched_plasticity(curves)
     notes = []
     if scale == "proxy":
         notes.append("Axes: continuous proxies — plasticity = drop of held-out target NLL, forgetting = general ΔCE "
@@ -71,12 +76,8 @@ def build(root, scale: str = "auto", paper: Optional[str] = None, budget: Option
     notes += [f"skipped: {w}" for w in res.warnings]
     pdata = None
     if paper:
-        from arena.reports.paper import PAPER, paper_table
-
         if paper != PAPER:
-            from arena.errors import ArenaError
-
-            raise ArenaError(f"--paper {paper!r}: known: {PAPER}")
+            raise ArenaError(f"paper {paper!r}: unknown; known: {PAPER}")
         pdata = paper_table(lb, scale)
     return ReportData(root=Path(root), results=res, scale=scale, leaderboard=lb,
                       recommendations=recommend(lb, scale, done, budget), curves=curves, matched=matched,
@@ -84,7 +85,7 @@ def build(root, scale: str = "auto", paper: Optional[str] = None, budget: Option
 
 
 def _lb_columns(data: ReportData) -> list[str]:
-    s = P.SCALES[data.scale]
+    s = SCALES[data.scale]
     return [c.format(x=s["x"], y=s["y"]) for c in LB_COLUMNS]
 
 
@@ -95,7 +96,7 @@ def _group_title(g: dict) -> str:
 # ------------------------------------------------------------------ markdown
 
 def to_markdown(data: ReportData) -> str:
-    s = P.SCALES[data.scale]
+    s = SCALES[data.scale]
     out = [f"# Method-selection report — {data.root}", "", f"_generated {data.created} from "
            f"{len(data.results.done)} finished run(s)_", ""]
     out += [f"- {n}" for n in data.notes] + [""]
@@ -108,7 +109,7 @@ def to_markdown(data: ReportData) -> str:
         out.append(f"**{r['pick'] or 'no pick'}** — {r['why']}")
         out.append("")
     out += ["## Leaderboard", "", f"x = {s['x_label']}; y = {s['y_label']}; ± = `err_kind`.", "",
-            P.to_markdown(data.leaderboard, _lb_columns(data)), ""]
+            exports.to_markdown(data.leaderboard, _lb_columns(data)), ""]
     out += _matched_md(data)
     if data.paper:
         out += _paper_md(data)
@@ -125,16 +126,14 @@ def _matched_md(data: ReportData) -> list[str]:
             continue
         out += [f"Forgetting read off each interpolation path at a common target gain of {g['level']:.4g} "
                 "(the largest gain every path reaches; linear in α between scored points).", "",
-                P.to_markdown(g["methods"]), ""]
+                exports.to_markdown(g["methods"]), ""]
         if len(g.get("pairs", [])):
-            out += [P.to_markdown(g["pairs"]), ""]
+            out += [exports.to_markdown(g["pairs"]), ""]
         out += [f"_{g['note']}_", ""]
     return out
 
 
 def _paper_md(data: ReportData) -> list[str]:
-    from arena.reports.paper import CITATION
-
     out = ["## Against the paper (PEFT-Arena)", "", f"Published: {CITATION}. Measured with lm-eval, not OpenCompass/vLLM: "
            "compare orderings (rank correlation), not digits."]
     if data.scale == "proxy":
@@ -144,8 +143,8 @@ def _paper_md(data: ReportData) -> list[str]:
         out += [f"### {g['model']} · {g['target']}" + ("" if g["matched_column"] else
                                                      " (no published column for this model: compared with every "
                                                      "column of the same target)"), "",
-                P.to_markdown(g["table"]), "", "Rank correlation of method orderings:", "",
-                P.to_markdown(g["correlations"]), ""]
+                exports.to_markdown(g["table"]), "", "Rank correlation of method orderings:", "",
+                exports.to_markdown(g["correlations"]), ""]
     return out
 
 
@@ -162,13 +161,13 @@ def _table_html(df: pd.DataFrame, columns: Optional[list] = None) -> str:
     if not len(df) or not cols:
         return "<p><em>(no rows)</em></p>"
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(P._fmt(r[c]))}</td>" for c in cols) + "</tr>"
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(exports.format_cell(r[c]))}</td>" for c in cols) + "</tr>"
                    for _, r in df.iterrows())
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def to_html(data: ReportData) -> str:
-    from dashboard import plots
+    from arena.results import figures  # plotly: only the HTML report draws figures
 
     parts: list[str] = []
     figs = 0
@@ -189,7 +188,7 @@ def to_html(data: ReportData) -> str:
     else:
         parts.append("<h2>Pareto plot</h2>")
         for (model, target, objective), g in data.leaderboard.groupby(["model", "target", "objective"], dropna=False):
-            parts.append(fig_html(plots.pareto_figure(g.reset_index(drop=True), data.scale,
+            parts.append(fig_html(figures.pareto_figure(g.reset_index(drop=True), data.scale,
                                                       f"{model} · {target} · {objective}: target vs general")))
         parts.append("<h2>Recommendations</h2>")
         for r in data.recommendations:
@@ -197,7 +196,7 @@ def to_html(data: ReportData) -> str:
             parts.append(f"<div class='rec'><h3>{e(r['scenario'])} <small>({e(str(r['model']))} · {e(str(r['target']))} · "
                          f"{e(str(r['objective']))})</small></h3><p><span class='pick'>{e(str(r['pick'] or 'no pick'))}</span>"
                          f"{noise} — {e(r['why'])}</p></div>")
-        s = P.SCALES[data.scale]
+        s = SCALES[data.scale]
         parts.append(f"<h2>Leaderboard</h2><p class='note'>x = {e(s['x_label'])}; y = {e(s['y_label'])}</p>")
         parts.append(_table_html(data.leaderboard, _lb_columns(data)))
         if len(data.curves):
@@ -205,7 +204,7 @@ def to_html(data: ReportData) -> str:
             for g in data.matched.get("groups", []):
                 c = data.curves[(data.curves["path"] == g["path"]) & (data.curves["target"] == g["target"])
                                 & (data.curves["model"] == g["model"]) & (data.curves["objective"] == g["objective"])]
-                parts.append(fig_html(plots.interpolation_figure(c, g.get("level"))))
+                parts.append(fig_html(figures.interpolation_figure(c, g.get("level"))))
                 if len(g.get("methods", [])):
                     parts.append(f"<p>Forgetting at a common target gain of {g['level']:.4g} ({e(_group_title(g))}, "
                                  f"{e(g['path'])} path):</p>" + _table_html(g["methods"]))
@@ -213,8 +212,6 @@ def to_html(data: ReportData) -> str:
                         parts.append(_table_html(g["pairs"]))
                 parts.append(f"<p class='note'>{e(g.get('note', ''))}</p>")
         if data.paper:
-            from arena.reports.paper import CITATION
-
             parts.append(f"<h2>Against the paper (PEFT-Arena)</h2><p class='note'>Published: {e(CITATION)}. Measured "
                          "with lm-eval, not OpenCompass/vLLM: compare orderings (rank correlation), not digits.</p>")
             for g in data.paper["groups"]:

@@ -1,5 +1,6 @@
-"""The pure-pandas results layer: loading (incl. corrupt/failed records), Pareto, leaderboard,
-matched plasticity, significance, correlations, exports — expected values derived by hand."""
+"""The results library (arena.results): loading (incl. corrupt/failed records), filters, Pareto,
+leaderboard, matched plasticity, correlations, detail tables, exports — expected values derived by
+hand — and that none of it imports torch, transformers, peft or lm-eval."""
 
 from __future__ import annotations
 
@@ -13,8 +14,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dashboard import processing as P
-from dashboard.matched import value_at_gain
+from arena.results.exports import export
+from arena.results.filters import filter_runs, options, seed_values
+from arena.results.flatten import run_state
+from arena.results.leaderboard import leaderboard
+from arena.results.load import load_results, train_log
+from arena.results.matched import interpolation_curves, matched_plasticity, value_at_gain
+from arena.results.pareto import pareto_front, pareto_mask
+from arena.results.run_record import RunRecord
+from arena.results.scales import pick_scale
+from arena.results.tables import MODULE_COLUMNS, benchmark_table, metric_correlations, module_table
 from dashboard.synthetic import make_record, write_run, write_sweep
 
 
@@ -24,7 +33,7 @@ def sweep3(tmp_path_factory):
 
 
 def test_load_counts_states_and_skips_corrupt(sweep3):
-    res = P.load_results(sweep3)
+    res = load_results(sweep3)
     assert len(res.df) == 16  # 5 methods x 3 seeds + 1 failed; the corrupt one is skipped
     assert (res.df["state"] == "done").sum() == 15
     failed = res.df[res.df["state"] == "failed"].iloc[0]
@@ -33,26 +42,28 @@ def test_load_counts_states_and_skips_corrupt(sweep3):
     # the columns come from the real record schema
     row = res.df[(res.df["label"] == "vera") & (res.df["seed"] == 0)].iloc[0]
     rec = res.records[row["key"]]
-    assert row["target_gain"] == rec["eval"]["compare"]["target_gain"]["value"]
-    assert row["forgetting_nll"] == rec["eval"]["compare"]["proxies"]["general_nll"]["delta"]
-    assert row["plasticity_nll"] == -rec["eval"]["compare"]["proxies"]["target_nll"]["delta"]
+    assert row["target_gain"] == rec.eval["compare"]["target_gain"]["value"]
+    assert row["forgetting_nll"] == rec.eval["compare"]["proxies"]["general_nll"]["delta"]
+    assert row["plasticity_nll"] == -rec.eval["compare"]["proxies"]["target_nll"]["delta"]
     assert row["trainable_params"] == 282_624 and row["diag:cka_general"] < 1
 
 
 def test_empty_and_missing_folders(tmp_path):
-    assert len(P.load_results(tmp_path).df) == 0
-    res = P.load_results(tmp_path / "nope")
+    assert len(load_results(tmp_path).df) == 0
+    res = load_results(tmp_path / "nope")
     assert len(res.df) == 0 and "no such folder" in res.warnings[0]
-    assert len(P.leaderboard(res.df)) == 0
+    assert len(leaderboard(res.df)) == 0
 
 
 def test_state_of_sweep_records():
-    rec = make_record("lora")
-    assert P.run_state(rec) == "done"
-    rec["sweep"]["status"] = "partial"
-    assert P.run_state(rec) == "incomplete"  # trained, stages left: not a result yet
-    assert P.run_state({"status": "failed", "retryable": True}) == "interrupted"
-    assert P.run_state({"status": "done"}) == "done"  # a hand-made run (no sweep section)
+    rec = RunRecord.from_dict(make_record("lora"))
+    assert run_state(rec) == "done"
+    rec.sweep["status"] = "partial"
+    assert run_state(rec) == "incomplete"  # trained, stages left: not a result yet
+    assert run_state(RunRecord(status="failed", retryable=True)) == "interrupted"
+    assert run_state(RunRecord(status="failed")) == "failed"
+    assert run_state(RunRecord(status="done")) == "done"  # a hand-made run (no sweep section)
+    assert run_state(RunRecord(status="running")) == "running"
 
 
 def test_pareto_mask_by_hand():
@@ -60,26 +71,26 @@ def test_pareto_mask_by_hand():
     # a duplicate of a front point stays on the front; NaN never is.
     x = [3, 1, 2, 1, 2, 2, np.nan]
     y = [1, 3, 2.5, 1, 2, 2.5, 5]
-    assert P.pareto_mask(x, y).tolist() == [True, True, True, False, False, True, False]
+    assert pareto_mask(x, y).tolist() == [True, True, True, False, False, True, False]
 
 
 def test_pareto_front_maximises_gain_minimises_forgetting():
     df = pd.DataFrame({"model": "m", "target": "t", "objective": "o", "label": list("abcd"),
                        "target_gain": [0.5, 0.4, 0.6, 0.3], "forgetting": [0.1, 0.05, 0.3, 0.2]})
-    assert P.pareto_front(df, "accuracy").tolist() == [True, True, True, False]
+    assert pareto_front(df, "accuracy").tolist() == [True, True, True, False]
 
 
 def test_leaderboard_errors_are_seed_sem_or_eval_se(sweep3, tmp_path):
-    lb = P.leaderboard(P.load_results(sweep3).df, "proxy")
+    lb = leaderboard(load_results(sweep3).df, "proxy")
     assert len(lb) == 5 and set(lb["seeds"]) == {3}
-    res = P.load_results(sweep3)
+    res = load_results(sweep3)
     vals = res.done[res.done["label"] == "lora"]["plasticity_nll"]
     row = lb[lb["label"] == "lora"].iloc[0]
     assert row["plasticity_nll"] == pytest.approx(vals.mean())
     assert row["plasticity_nll_err"] == pytest.approx(vals.std(ddof=1) / math.sqrt(3))
     assert row["err_kind"] == "seed SEM (n=3)"
     assert row["forgetting_per_gain"] == pytest.approx(row["forgetting_nll"] / row["plasticity_nll"])
-    one = P.leaderboard(P.load_results(write_sweep(tmp_path / "one", seeds=(0,))).df, "proxy")
+    one = leaderboard(load_results(write_sweep(tmp_path / "one", seeds=(0,))).df, "proxy")
     r = one[one["label"] == "lora"].iloc[0]
     assert r["err_kind"] == "eval SE (1 seed)" and r["plasticity_nll_err"] == pytest.approx(0.008)
     assert one["pareto"].any() and list(one.columns[:4]) == ["model", "target", "objective", "label"]
@@ -92,14 +103,23 @@ def test_pick_scale_uses_proxies_when_accuracy_is_at_the_floor(tmp_path):
     for a in rec["eval"]["compare"]["axes"].values():
         a.update(base=0.0, tuned=0.0, delta=0.0)
     write_run(tmp_path, rec)
-    assert P.pick_scale(P.load_results(tmp_path).df) == "proxy"
-    assert P.pick_scale(P.load_results(write_sweep(tmp_path / "s")).df) == "accuracy"
+    assert pick_scale(load_results(tmp_path).df) == "proxy"
+    assert pick_scale(load_results(write_sweep(tmp_path / "s")).df) == "accuracy"
 
 
 def test_filters():
     df = pd.DataFrame({"label": ["a", "b", "c"], "target": ["x", "x", "y"]})
-    assert list(P.filter_runs(df, label=["a", "c"], target=None)["label"]) == ["a", "c"]
-    assert list(P.filter_runs(df, label=[], target=["x"])["label"]) == ["a", "b"]
+    assert list(filter_runs(df, label=["a", "c"], target=None)["label"]) == ["a", "c"]
+    assert list(filter_runs(df, label=[], target=["x"])["label"]) == ["a", "b"]
+    assert list(filter_runs(df, label=["a"], nosuchcolumn=["z"])["label"]) == ["a"]
+    assert options(df, "target") == ["x", "y"] and options(df, "nope") == []
+
+
+def test_seed_values_are_the_finished_runs_of_one_method(sweep3):
+    res = load_results(sweep3)
+    v = seed_values(res.df, "lora", "plasticity_nll", target="math")
+    assert len(v) == 3 and set(v) == set(res.done[res.done["label"] == "lora"]["plasticity_nll"])
+    assert len(seed_values(res.df, "dora", "plasticity_nll")) == 0  # the failed run is not a result
 
 
 def test_value_at_gain_interpolates_linearly_in_alpha():
@@ -113,71 +133,78 @@ def test_value_at_gain_interpolates_linearly_in_alpha():
 
 def test_matched_plasticity_level_and_one_seed_note(tmp_path):
     root = write_sweep(tmp_path, labels=("full", "vera", "pissa"), seeds=(0,))
-    res = P.load_results(root)
-    curves = P.interpolation_curves(res)
+    res = load_results(root)
+    curves = interpolation_curves(res)
     assert set(curves["alpha"]) == {0.0, 0.25, 0.5, 0.75, 1.0}
-    (g,) = P.matched_plasticity(curves)["groups"]
+    (g,) = matched_plasticity(curves)["groups"]
     assert g["level"] == pytest.approx(curves.groupby("key")["gain"].max().min())  # vera's reach
     m = g["methods"].set_index("label")
     assert m.loc["vera", "alpha_at_level"] == pytest.approx(1.0, abs=0.2)
     assert m.loc["full", "forgetting_at_level"] < m.loc["pissa", "forgetting_at_level"]
     assert "seed variance was not measured" in g["note"]
     assert set(g["pairs"]["test"]) == {"eval-se"}
-    g2 = P.matched_plasticity(curves, level=0.1)["groups"][0]
+    g2 = matched_plasticity(curves, level=0.1)["groups"][0]
     assert g2["level"] == 0.1 and g2["runs"]["reached"].all()
-
-
-def test_compare_two_welch_matches_scipy():
-    from scipy import stats
-
-    a, b = pd.Series([1.0, 1.2, 0.9, 1.1]), pd.Series([0.5, 0.7, 0.4])
-    r = P.compare_two(a, b)
-    ref = stats.ttest_ind(a, b, equal_var=False)
-    assert r["test"] == "welch" and r["stat"] == pytest.approx(ref.statistic) and r["p"] == pytest.approx(ref.pvalue)
-    assert not r["within_noise"]
-    one = P.compare_two(pd.Series([0.5]), pd.Series([0.45]), 0.02, 0.02)
-    assert one["test"] == "eval-se" and one["within_noise"] and "not measured" in one["note"]
-    assert one["stat"] == pytest.approx(0.05 / math.hypot(0.02, 0.02))
 
 
 def test_metric_correlations_by_hand():
     df = pd.DataFrame({"state": "done", "diag:m": [1.0, 2.0, 3.0, 4.0], "forgetting": [1.0, 4.0, 9.0, 16.0],
                        "diag:flat": [1.0, 1.0, 1.0, 1.0]})
-    c = P.metric_correlations(df, "forgetting").set_index("metric")
+    c = metric_correlations(df, "forgetting").set_index("metric")
     assert c.loc["m", "spearman"] == pytest.approx(1.0)
     assert c.loc["m", "pearson"] == pytest.approx(np.corrcoef([1, 2, 3, 4], [1, 4, 9, 16])[0, 1])
     assert math.isnan(c.loc["flat", "pearson"]) and c.loc["m", "n"] == 4
 
 
 def test_exports_round_trip(sweep3):
-    lb = P.leaderboard(P.load_results(sweep3).df, "accuracy")
-    back = pd.read_csv(io.StringIO(P.export(lb, "csv")))
+    lb = leaderboard(load_results(sweep3).df, "accuracy")
+    back = pd.read_csv(io.StringIO(export(lb, "csv")))
     assert list(back["label"]) == list(lb["label"]) and back["target_gain"].tolist() == pytest.approx(lb["target_gain"].tolist())
-    js = json.loads(P.export(lb, "json"))
+    js = json.loads(export(lb, "json"))
     assert len(js) == 5 and js[0]["label"] == lb.iloc[0]["label"]
-    md = P.export(lb, "md").splitlines()
+    md = export(lb, "md").splitlines()
     assert len(md) == 7 and md[0].startswith("| model | target") and set(md[1]) <= set("|-")
-    tex = P.export(lb, "tex")
+    tex = export(lb, "tex")
     assert r"\toprule" in tex and r"target\_gain" in tex and tex.count(r"\\") == 6
     with pytest.raises(ValueError):
-        P.export(lb, "xlsx")
+        export(lb, "xlsx")
 
 
 def test_detail_tables(sweep3):
-    res = P.load_results(sweep3)
+    res = load_results(sweep3)
     rec = res.records[res.done.iloc[0]["key"]]
-    bt = P.benchmark_table(rec)
+    bt = benchmark_table(rec)
     assert {"ifeval", "bbh", "nq_open", "gsm8k", "math500"} <= set(bt["benchmark"])
     assert set(bt[bt["benchmark"] == "gsm8k"]["axis"]) == {"target"}
-    mt = P.module_table(rec)
+    mt = module_table(rec)
     assert len(mt) == 3 and "cka_general" in mt and "csd_rel_general" in mt
-    log = P.train_log(sweep3 / res.done.iloc[0]["key"])
+    q = rec.diagnostics["modules"]["model.layers.10.self_attn.q_proj"]
+    row = mt.set_index("module").loc["model.layers.10.self_attn.q_proj"]
+    assert row["csd_ratio_rel"] == q["csd"]["ratio"]["rel"] and row["dw_frobenius"] == q["spectral"]["frobenius_norm"]
+    assert row["dw_principal_fraction"] == q["spectral"]["principal_fraction"]
+    assert list(module_table(RunRecord()).columns) == ["module", *(c for c, _ in MODULE_COLUMNS)]
+    log = train_log(sweep3 / res.done.iloc[0]["key"])
     assert list(log["step"]) == list(range(1, 11))
 
 
-def test_results_layer_never_imports_torch():
-    code = ("import sys; import dashboard.processing, dashboard.plots, dashboard.matched, arena.reports.render, "
-            "arena.reports.recommend, arena.reports.paper; "
-            "bad = [m for m in ('torch', 'transformers', 'arena.experiment', 'arena.training') if m in sys.modules]; "
+def test_module_table_has_every_summary_metric():
+    """Every per-module scalar the diagnostics average into the run summary is a module-table column,
+    under the summary's name."""
+    from arena.analysis.diagnostics import SUMMARY_KEYS
+
+    assert [(c, tuple(p)) for c, p in SUMMARY_KEYS] == [(c, tuple(p)) for c, p in MODULE_COLUMNS]
+
+
+def test_results_library_never_imports_heavy_modules(sweep3):
+    """Load a results tree, build a leaderboard, render the report and export it in a fresh process:
+    no torch, transformers, peft or lm-eval (nor arena's training stack) gets imported."""
+    code = ("import sys; from arena.results.load import load_results; from arena.results.leaderboard import leaderboard; "
+            "from arena.results.exports import export; from arena.results.matched import interpolation_curves, "
+            "matched_plasticity; from arena.results import figures; from arena.reports.render import render; "
+            "import arena.records; "
+            f"res = load_results({str(sweep3)!r}); lb = leaderboard(res.done, 'proxy'); assert len(lb) == 5; "
+            "export(lb, 'md'); matched_plasticity(interpolation_curves(res)); render(res.root, 'md'); "
+            "bad = [m for m in ('torch', 'transformers', 'peft', 'lm_eval', 'arena.experiment', 'arena.training', "
+            "'arena.evaluation', 'dashboard') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

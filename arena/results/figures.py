@@ -1,8 +1,8 @@
 """Plotly figures shared by the dashboard and `arena report` (plotly + pandas only, no torch).
 
 Orientation everywhere: right = more target gain, up = more general ability kept, so the upper
-right is the good corner (DESIGN.md: "which method sits at the upper right of the target-vs-general
-plane"). On the accuracy scale the axes are the absolute target/general accuracies with the base
+right is the good corner (the question a method comparison answers: which method sits at the upper
+right of the target-vs-general plane). On the accuracy scale the axes are the absolute target/general accuracies with the base
 model as a point; on the proxy scale they are plasticity and −ΔCE with the base at the origin.
 """
 
@@ -13,7 +13,8 @@ import math
 import pandas as pd
 import plotly.graph_objects as go
 
-from dashboard.processing import SCALES, pareto_mask
+from arena.results.pareto import pareto_mask
+from arena.results.scales import SCALES
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"]
 

@@ -1,4 +1,4 @@
-"""Leaderboard exports as CSV, JSON, Markdown and LaTeX text (pure pandas; re-exported by processing)."""
+"""Leaderboard exports as CSV, JSON, Markdown and LaTeX text (pure pandas)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ EXPORT_COLUMNS = ["model", "target", "objective", "label", "seeds", "target_gain
                   "forgetting_per_gain", "pareto", "trainable_params", "train_s", "peak_memory_mb", "err_kind"]
 
 
-def _fmt(v) -> str:
+def format_cell(v) -> str:
+    """A table cell as text: – for missing, yes/blank for booleans, thousands separators, 4 decimals
+    below 10, 3 significant digits for very large or very small values."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "–"
     if isinstance(v, (bool, np.bool_)):
@@ -36,7 +38,7 @@ def to_markdown(df: pd.DataFrame, columns: Optional[list] = None) -> str:
         return "_(no rows)_\n"
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for _, r in df.iterrows():
-        lines.append("| " + " | ".join(_fmt(r[c]).replace("|", "\\|") for c in cols) + " |")
+        lines.append("| " + " | ".join(format_cell(r[c]).replace("|", "\\|") for c in cols) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -53,7 +55,7 @@ def to_latex(df: pd.DataFrame, columns: Optional[list] = None, caption: str = ""
     lines = [r"\begin{table}[t]", r"\centering", r"\begin{tabular}{" + "l" * min(4, len(cols)) + "r" * max(0, len(cols) - 4) + "}",
              r"\toprule", " & ".join(latex_escape(c) for c in cols) + r" \\", r"\midrule"]
     for _, r in df.iterrows():
-        lines.append(" & ".join(latex_escape(_fmt(r[c])) for c in cols) + r" \\")
+        lines.append(" & ".join(latex_escape(format_cell(r[c])) for c in cols) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     if caption:
         lines.append(r"\caption{" + latex_escape(caption) + "}")

@@ -1,9 +1,10 @@
 """Matched-plasticity comparison along interpolation paths (pure pandas).
 
-A method's forgetting at a fixed step count is confounded with how fast it learns (DESIGN.md
-"Pilot", lesson 2). The interpolation path θ(α) of each run traces target gain against forgetting
-from the base (α = 0) to the tuned model (α = 1). Reading every path at one common target-gain level
-G compares methods at matched plasticity:
+A method's forgetting at a fixed step count is confounded with how fast it learns (a method that
+learns faster has moved further, and forgets more, at the same step). The interpolation path θ(α)
+of each run traces target gain against forgetting from the base (α = 0) to the tuned model
+(α = 1). Reading every path at one common target-gain level G compares methods at matched
+plasticity:
 
     F_run(G) = forgetting where the run's path first reaches gain G, linear in α between the two
                bracketing points (the path is scored at a few α only)
@@ -22,6 +23,9 @@ from typing import Optional
 
 import pandas as pd
 
+from arena.results.load import Results
+from arena.results.stats import compare_two
+
 CURVE_COLUMNS = ["key", "run_id", "model", "target", "objective", "label", "method", "seed", "path", "kind", "alpha",
                  "gain", "gain_se", "forgetting", "forgetting_se"]
 
@@ -34,14 +38,14 @@ def _point_values(p: dict, p0: Optional[dict], axis: str) -> tuple[float, float]
     return (math.nan if d is None else float(d)), float(a.get("delta_se") or math.nan)
 
 
-def interpolation_curves(results) -> pd.DataFrame:
+def interpolation_curves(results: Results) -> pd.DataFrame:
     """One row per (run, path, α) with gain and forgetting oriented so that up/down is better/worse:
     gain = target improvement over α = 0, forgetting = general loss vs α = 0 (NLL kind: −Δ target NLL and
     +Δ general NLL; accuracy kind: +Δ target and −Δ general)."""
     rows = []
     df = results.df
     for key, rec in results.records.items():
-        interp = rec.get("interpolation")
+        interp = rec.interpolation
         if not isinstance(interp, dict):
             continue
         meta = df[df["key"] == key].iloc[0].to_dict() if len(df) and (df["key"] == key).any() else {}
@@ -87,8 +91,6 @@ def matched_plasticity(curves: pd.DataFrame, level: Optional[float] = None, path
     per-method summaries over seeds, and pairwise comparisons. Returns
     {"groups": [{"model", "target", "objective", "path", "level", "runs": DataFrame, "methods": DataFrame,
                  "pairs": DataFrame, "note"}]}."""
-    from dashboard.processing import compare_two
-
     out = {"groups": []}
     if not len(curves):
         return out
