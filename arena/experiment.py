@@ -66,14 +66,15 @@ def _check_out_dir(out: Path, cfg: RunConfig) -> str:
 
 
 def run_probes(cfg: RunConfig, model, tok, target, device, precision) -> dict:
-    from arena.evaluation.probes import greedy_accuracy, target_nll
+    from arena.evaluation.heldout import greedy_accuracy, heldout_nll
 
     if cfg.probe.heldout <= 0:
         return {}
     ex = target.heldout_examples(cfg.probe.heldout, cfg.probe.seed)
-    out = {"target_nll": target_nll(model, tok, ex, device, precision)}
+    out = {"target_nll": heldout_nll(model, tok, ex, device, precision)}
     if cfg.probe.greedy > 0:
-        out["greedy"] = greedy_accuracy(model, tok, ex[: cfg.probe.greedy], device, precision, cfg.probe.max_new_tokens)
+        out["greedy"] = greedy_accuracy(model, tok, ex[: cfg.probe.greedy], device, precision, target.answer_format,
+                                        cfg.probe.max_new_tokens)
     return out
 
 

@@ -105,7 +105,8 @@ def main() -> int:
 
     from arena.evaluation.runner import plan
     from arena.evaluation.settings import RunSettings
-    from arena.evaluation.tasks import export_yaml, resolve_tasks
+    from arena.evaluation.build import export_yaml
+    from arena.evaluation.suites import resolve_tasks
 
     names = args.tasks.split(",")
     resolve_tasks(["general", "medical"], None, names)  # validates the names

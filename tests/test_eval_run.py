@@ -223,7 +223,7 @@ def test_real_model_ifeval_runs_the_sentence_counting_prompts():
     """SmolLM2-135M-Instruct on 8 IFEval prompts whose checkers need punkt_tab (acceptance): they
     run on real, non-empty responses without the late LookupError DESIGN.md warns about."""
     from arena.evaluation.runner import plan, run_tasks
-    from arena.evaluation.tasks import PUNKT_INSTRUCTIONS
+    from arena.evaluation.punkt import PUNKT_INSTRUCTIONS
     from arena.models import catalog
     from arena.models.loader import load_model
 

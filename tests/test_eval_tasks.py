@@ -15,16 +15,14 @@ from pathlib import Path
 import pytest
 
 from arena.errors import ConfigError, DataError
-from arena.evaluation import convert
-from arena.evaluation.runner import ensure_punkt, plan, select_indices
-from arena.evaluation.settings import RunSettings
-from arena.evaluation.tasks import (
-    PUNKT_INSTRUCTIONS,
-    TaskOptions,
-    bbh_subtasks,
-    export_yaml,
-    resolve_tasks,
-)
+from arena.evaluation.build import build_subtasks, export_yaml
+from arena.evaluation.punkt import PUNKT_INSTRUCTIONS, ensure_punkt
+from arena.evaluation.runner import plan
+from arena.evaluation.settings import RunSettings, TaskOptions
+from arena.evaluation.subsets import select_indices
+from arena.evaluation.suites import resolve_tasks
+from arena.evaluation.tasks import get_task
+from arena.targets.medical import medmcqa_records
 
 
 def _find_data_dir() -> Path | None:
@@ -78,7 +76,7 @@ def test_medmcqa_rejects_zero_based_or_out_of_range_cop(tmp_path):
     bad = tmp_path / "dev.json"
     bad.write_text(json.dumps({"question": "q", "opa": "a", "opb": "b", "opc": "c", "opd": "d", "cop": 0}) + "\n")
     with pytest.raises(DataError, match=r"line 1: field 'cop'"):
-        convert.medmcqa_records(bad)
+        medmcqa_records(bad)
 
 
 @needs_data
@@ -157,7 +155,7 @@ def test_missing_punkt_is_a_clear_data_error(tmp_path, monkeypatch):
 
 @needs_data
 def test_bbh_has_27_subtasks_reading_examples_field(built):
-    subs = bbh_subtasks("fewshot")
+    subs = get_task("bbh").subtasks
     assert len(subs) == 27
     names = [f"bbh_fewshot_{s}" for s in subs]
     assert all(n in built["tasks"] for n in names)
@@ -244,15 +242,13 @@ def test_task_options_validate():
         TaskOptions(bbh_variant="zeroshot", bbh_shots=2)
     with pytest.raises(ConfigError, match="max_gen_toks.ifeval"):
         TaskOptions(max_gen_toks={"ifeval": 0})
-    assert TaskOptions(max_gen_toks={"ifeval": 99}).gen_cap("ifeval") == 99
-    assert TaskOptions().gen_cap("ifeval") == 256
+    assert get_task("ifeval").gen_cap(TaskOptions(max_gen_toks={"ifeval": 99})) == 99
+    assert get_task("ifeval").gen_cap(TaskOptions()) == 256
 
 
 @needs_data
 def test_export_yaml_includes_the_stock_file(tmp_path, built):
     import yaml
-
-    from arena.evaluation.runner import build_subtasks
 
     subs = build_subtasks(["pubmedqa", "bbh"], str(DATA), TaskOptions())
     paths = export_yaml([st for sts in subs.values() for st in sts], tmp_path)
@@ -264,8 +260,6 @@ def test_export_yaml_includes_the_stock_file(tmp_path, built):
 
 
 def test_without_a_data_folder_the_stock_hub_datasets_are_used(monkeypatch):
-    from arena.evaluation.runner import build_subtasks
-
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     subs = build_subtasks(["ifeval", "pubmedqa", "bbh"], None, TaskOptions())
     ife = subs["ifeval"][0].config()

@@ -1,7 +1,15 @@
-"""What a target is: train examples, held-out examples and the lm-eval tasks that score it."""
+"""What a target is: train examples, held-out examples, and what it knows about being scored.
+
+A target class owns everything that names it: the lm-eval tasks that score it (`eval_tasks`, each
+a YAML file under arena/evaluation/taskdefs), its default RLVR reward (`default_reward`, a name in
+`arena.rewards.REWARDS`), the shape of its final answers (`answer_format`, a name in
+`arena.targets.answers.ANSWER_FORMATS`, read by the held-out greedy probe) and the conversions of
+its benchmarks' raw files for lm-eval (`conversions`). Adding a target is one module here.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Optional
 
@@ -22,11 +30,25 @@ class Example:
     meta: dict = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Conversion:
+    """Raw benchmark files -> the rows a stock lm-eval task reads (cached as JSONL by
+    `arena.evaluation.convert`; a task YAML names it with `convert: {target, conversion}`)."""
+
+    sources: dict  # key -> data file relative to the data folder; the files' hashes name the output
+    records: Callable[..., list]  # (*source paths, in `sources` order) -> rows (dicts)
+    version: int = 1  # bump when `records` changes what it writes
+
+
 class Target:
-    """Base class of a registered target. Subclasses set `name`, `description`, `Options`."""
+    """Base class of a registered target. Subclasses set `name`, `description`, `Options`,
+    `default_reward` and `answer_format`, and `conversions` when a benchmark needs one."""
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
+    default_reward: ClassVar[Optional[str]] = None  # reward for `objective.reward: auto` (None: none)
+    answer_format: ClassVar[str] = "number"  # how a greedy reply's final answer is read
+    conversions: ClassVar[dict] = {}  # conversion name -> Conversion
 
     @dataclass
     class Options:
