@@ -21,7 +21,7 @@ from arena.evaluation.runner import plan
 from arena.evaluation.settings import RunSettings, TaskOptions
 from arena.evaluation.subsets import select_indices
 from arena.evaluation.suites import resolve_tasks
-from arena.evaluation.tasks import get_task
+from arena.evaluation.tasks import TASKS, TASKS_VERSION, TaskDef, get_task, load_task_file, taskdef_files
 from arena.targets.medical import medmcqa_records
 
 
@@ -48,7 +48,7 @@ def built(tmp_path_factory):
     """All tasks built once (loading the datasets is the slow part): {"tasks", "samples", ...}."""
     if DATA is None:
         pytest.skip("real data folder not found")
-    names = ["ifeval", "bbh", "nq_open", "gsm8k", "math500", "medqa_4options", "pubmedqa", "medmcqa", "arith"]
+    names = TASKS.names()  # every registered benchmark: a new task file is built here too
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ARENA_CACHE", str(tmp_path_factory.getbasetemp() / "arena-cache"))
         mp.setenv("HF_HUB_OFFLINE", "1")
@@ -267,3 +267,89 @@ def test_without_a_data_folder_the_stock_hub_datasets_are_used(monkeypatch):
     assert ife["generation_kwargs"]["max_gen_toks"] == 256  # the CPU cap applies online too
     assert subs["pubmedqa"][0].config()["dataset_path"] == "bigbio/pubmed_qa"
     assert subs["bbh"][0].config()["dataset_path"] == "SaylorTwift/bbh"
+
+
+# ------------------------------------------------------------------ contract: every registered task
+
+@needs_data
+@pytest.mark.parametrize("name", TASKS.names())
+def test_task_contract_builds_offline_and_states_its_metric(name, built):
+    td = get_task(name)
+    subs = built["subtasks"][name]
+    assert len(subs) == (len(td.subtasks) if td.grouped else 1)
+    for st in subs:
+        task = built["tasks"][st.name]  # lm-eval loaded the config, documents included
+        assert task.eval_docs and built["samples"][st.name]
+        assert td.metric in [m["metric"] for m in task.config.metric_list]
+        assert set(td.metrics) <= {m["metric"] for m in task.config.metric_list}
+        cfg = st.config()
+        assert cfg["metadata"]["arena_tasks_version"] == TASKS_VERSION
+        if cfg.get("dataset_path") == "json":  # offline: only local (or converted) files are read
+            files = cfg["dataset_kwargs"]["data_files"].values()
+            assert all(Path(f).is_file() for f in files)
+        else:
+            pytest.fail(f"{st.name} does not read local files offline")
+    assert td.files or td.generated_by is not None
+
+
+@pytest.mark.parametrize("name", TASKS.names())
+def test_task_contract_generating_tasks_have_a_cap(name):
+    td = get_task(name)
+    if not td.generate:
+        assert td.max_gen_toks is None
+        return
+    assert isinstance(td.max_gen_toks, int) and td.max_gen_toks > 0
+    assert td.gen_cap(TaskOptions()) == td.max_gen_toks
+    assert td.gen_cap(TaskOptions(max_gen_toks={name: 7})) == 7
+
+
+def test_task_files_are_package_data_found_through_importlib():
+    import importlib.resources
+    import tomllib
+    from fnmatch import fnmatch
+
+    folder = importlib.resources.files("arena.evaluation") / "taskdefs"
+    shipped = sorted(p.name for p in folder.iterdir() if p.name.endswith(".yaml"))
+    assert shipped == sorted(p.name for p in taskdef_files()) == sorted(f"{n}.yaml" for n in TASKS.names())
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["arena.evaluation"]
+    assert all(any(fnmatch(f"taskdefs/{n}", pat) for pat in patterns) for n in shipped)
+
+
+def test_bbh_subtasks_are_the_stock_folders_of_every_variant():
+    from arena.evaluation.build import stock_root
+    from arena.evaluation.settings import BBH_VARIANTS
+
+    for variant in BBH_VARIANTS:
+        folder = stock_root() / "bbh" / variant
+        assert sorted(p.stem for p in folder.glob("*.yaml") if not p.name.startswith("_")) == get_task("bbh").subtasks
+
+
+def test_a_new_task_is_one_yaml_file(tmp_path, monkeypatch):
+    """The walk-through of docs/extending.md: a benchmark is a YAML file that includes a stock task."""
+    from arena.evaluation.build import BuildContext, build_task
+
+    (tmp_path / "data" / "mini").mkdir(parents=True)
+    (tmp_path / "data" / "mini" / "dev.jsonl").write_text(json.dumps({"question": "q", "answer": ["a"]}) + "\n")
+    f = tmp_path / "nq_mini.yaml"
+    f.write_text("description: NQ-open on a one-question file\ninclude: nq_open/nq_open.yaml\n"
+                 "metric: exact_match\nmax_gen_toks: 8\ndata: {validation: mini/dev.jsonl}\n")
+    td = load_task_file(f)
+    assert isinstance(td, TaskDef) and td.name == "nq_mini" and td.files == ("mini/dev.jsonl",)
+    (st,) = build_task(td, BuildContext(str(tmp_path / "data"), TaskOptions()))
+    cfg = st.config()
+    assert cfg["task"] == "nq_open" and cfg["generation_kwargs"]["max_gen_toks"] == 8
+    assert cfg["dataset_kwargs"]["data_files"] == {"validation": str(tmp_path / "data" / "mini" / "dev.jsonl")}
+    monkeypatch.setattr(TASKS, "_items", dict(TASKS._items))  # registered for this test only
+    TASKS.register(td.name)(td)
+    assert resolve_tasks(["general"], None, ["nq_mini"]) == {"extra": ["nq_mini"]}
+
+
+def test_task_file_errors_name_the_file_and_field(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text("description: x\ninclude: nq_open/nq_open.yaml\nmetric: exact_match\n")
+    with pytest.raises(ConfigError, match="max_gen_toks"):
+        load_task_file(f)  # a generating task must state its cap
+    f.write_text("description: x\ninclude: nq_open/nq_open.yaml\nmetric: exact_match\ngenerate: false\nmetrik: acc\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml\.metrik.*did you mean 'metric'"):
+        load_task_file(f)
