@@ -216,6 +216,22 @@ def test_step_probe_reports_deltas_and_preserves_state(tiny, tiny_run):
     assert row["probe_s"] > 0
 
 
+def test_step_probe_settings_come_from_python_not_the_run_config():
+    """docs/evaluation.md: the run config has no `step_probe:` section; a mapping passed as cfg does."""
+    from arena.config import run_config_from_dict
+    from arena.errors import ConfigError
+    from arena.evaluation.step_probe import StepProbeSettings, _settings_from
+
+    with pytest.raises(ConfigError, match="step_probe.*unknown section"):
+        run_config_from_dict({"model": "tiny", "method": "lora", "target": "arith", "objective": "sft",
+                              "step_probe": {"tasks": ["arith"]}})
+    cfg = run_config_from_dict({"model": "tiny", "method": "lora", "target": "arith", "objective": "sft"})
+    assert _settings_from(cfg, None) == StepProbeSettings()
+    assert _settings_from({"step_probe": {"limit": 4}}, {"tasks": ["arith"]}) == StepProbeSettings(limit=4, tasks=["arith"])
+    with pytest.raises(ConfigError, match="step_probe"):
+        _settings_from({"step_probe": {"limt": 4}}, None)
+
+
 # ------------------------------------------------------------------ the real model
 
 @pytest.mark.slow

@@ -59,12 +59,12 @@ def generating_target(name: str, run_target):
 
 def generated_key(target, options) -> dict:
     """What the generated documents depend on: the target's options, how many, which stream."""
-    return {"options": to_dict(target.options), "n": options.arith_n, "seed": options.arith_seed}
+    return {"options": to_dict(target.options), "n": options.generated_n, "seed": options.generated_seed}
 
 
 def generated_file(name: str, run_target, options) -> Path:
-    """Path of the JSONL of target `name`'s held-out examples (TaskOptions arith_n / arith_seed)."""
+    """Path of the JSONL of target `name`'s held-out examples (TaskOptions generated_n / generated_seed)."""
     target = generating_target(name, run_target)
     return _write(name, GENERATED_VERSION, generated_key(target, options),
                   lambda: [{"question": ex.prompt, "answer": ex.answer}
-                           for ex in target.heldout_examples(options.arith_n, options.arith_seed)])
+                           for ex in target.heldout_examples(options.generated_n, options.generated_seed)])

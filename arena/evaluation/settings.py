@@ -19,8 +19,8 @@ class TaskOptions:
     bbh_variant: str = "fewshot"  # one of BBH_VARIANTS (lm_eval/tasks/bbh/<variant>)
     bbh_shots: int | None = None  # None: the variant's stock count (3 for fewshot, 0 for zeroshot)
     max_gen_toks: dict = field(default_factory=dict)  # task -> cap; missing tasks use their file's `max_gen_toks`
-    arith_n: int = 500  # held-out arith problems in the arith eval set
-    arith_seed: int = 0  # which held-out problems (a stream separate from training by construction)
+    generated_n: int = 500  # documents of a generated task (arith: held-out problems)
+    generated_seed: int = 0  # which held-out stream (separate from training by construction)
 
     def __post_init__(self):
         if self.bbh_variant not in BBH_VARIANTS:
@@ -34,8 +34,8 @@ class TaskOptions:
         for name, cap in self.max_gen_toks.items():
             if not isinstance(cap, int) or cap <= 0:
                 raise ConfigError(f"max_gen_toks.{name}", cap, "must be a positive integer")
-        if self.arith_n <= 0:
-            raise ConfigError("arith_n", self.arith_n, "must be a positive integer")
+        if self.generated_n <= 0:
+            raise ConfigError("generated_n", self.generated_n, "must be a positive integer")
 
 
 @dataclass
