@@ -98,7 +98,7 @@ def _settings_record(s: RunSettings, names: list[str], data_dir, chat, precision
 def _resolve_device(device, model=None):
     import torch
 
-    from arena.training.device import pick_device
+    from arena.training.device import pick_device  # imports torch
 
     if device is None:
         return next(model.parameters()).device if model is not None else pick_device("auto")
@@ -110,7 +110,7 @@ def _chat_on(s: RunSettings, tokenizer) -> bool:
 
 
 def _precision(s: RunSettings, device) -> str:
-    from arena.training.device import resolve_precision
+    from arena.training.device import resolve_precision  # imports torch
 
     p = resolve_precision(s.precision, device)
     return "bf16-autocast" if p in ("bf16", "bf16-autocast") else "fp32"

@@ -33,6 +33,7 @@ import yaml
 from arena.errors import ConfigError
 from arena.registry import Registry
 from arena.schema import build
+from arena.targets import TARGETS
 
 TASKS_VERSION = 1
 TASKDEFS = "taskdefs"  # the folder of task YAML files, package data of arena.evaluation
@@ -88,8 +89,6 @@ class TaskDef:
     def files(self) -> tuple[str, ...]:
         """The data files read offline (relative to the data folder); () for generated documents."""
         if self.convert is not None:
-            from arena.targets import TARGETS
-
             conv = TARGETS.get(self.convert.target, field="convert.target").conversions[self.convert.conversion]
             return tuple(conv.sources.values())
         subs = self.subtasks or [None]

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Optional
 
+from arena.data.io import check_files, data_file
+from arena.errors import ConfigError
 from arena.registry import Registry
 
 
@@ -81,8 +83,6 @@ class CappedOptions:
     max_train_examples: Optional[int] = 2000  # None: every training example
 
     def __post_init__(self):
-        from arena.errors import ConfigError
-
         if self.max_train_examples is not None and self.max_train_examples <= 0:
             raise ConfigError("max_train_examples", self.max_train_examples, "must be a positive integer or null (all)")
 
@@ -94,13 +94,9 @@ class FileTarget(Target):
         raise NotImplementedError
 
     def _path(self, rel: str):
-        from arena.data.io import data_file
-
         return data_file(self.data_dir, rel, needed_by=f"target {self.name!r}")
 
     def check_data(self) -> None:
-        from arena.data.io import check_files
-
         check_files(self.data_dir, self._files(), needed_by=f"target {self.name!r}")
 
 
