@@ -193,8 +193,8 @@ def test_cli_eval_run_compares_with_base_and_stores_in_record(capsys, tiny_run):
 def test_step_probe_reports_deltas_and_preserves_state(tiny, tiny_run):
     import yaml
 
-    from arena.config import run_config_from_dict
     from arena.components import build_components
+    from arena.config import run_config_from_dict
 
     model, tok = tiny
     cfg = run_config_from_dict(yaml.safe_load((tiny_run / "config.yaml").read_text()))
@@ -238,8 +238,8 @@ def test_step_probe_settings_come_from_python_not_the_run_config():
 def test_real_model_ifeval_runs_the_sentence_counting_prompts():
     """SmolLM2-135M-Instruct on 8 IFEval prompts whose checkers need punkt_tab (acceptance): they
     run on real, non-empty responses without the late LookupError DESIGN.md warns about."""
-    from arena.evaluation.runner import plan, run_tasks
     from arena.evaluation.punkt import PUNKT_INSTRUCTIONS
+    from arena.evaluation.runner import plan, run_tasks
     from arena.models import catalog
     from arena.models.loader import load_model
 

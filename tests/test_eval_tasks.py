@@ -21,7 +21,14 @@ from arena.evaluation.runner import plan
 from arena.evaluation.settings import RunSettings, TaskOptions
 from arena.evaluation.subsets import select_indices
 from arena.evaluation.suites import resolve_tasks
-from arena.evaluation.tasks import TASKS, TASKS_VERSION, TaskDef, get_task, load_task_file, taskdef_files
+from arena.evaluation.tasks import (
+    TASKS,
+    TASKS_VERSION,
+    TaskDef,
+    get_task,
+    load_task_file,
+    taskdef_files,
+)
 from arena.targets.medical import medmcqa_records
 
 
@@ -305,8 +312,9 @@ def test_task_contract_generating_tasks_have_a_cap(name):
 
 def test_task_files_are_package_data_found_through_importlib():
     import importlib.resources
-    import tomllib
     from fnmatch import fnmatch
+
+    import tomllib
 
     folder = importlib.resources.files("arena.evaluation") / "taskdefs"
     shipped = sorted(p.name for p in folder.iterdir() if p.name.endswith(".yaml"))

@@ -7,7 +7,6 @@ import threading
 import pytest
 
 from arena.errors import ConfigError
-from arena.targets import TARGETS
 from arena.rewards import (
     REWARDS,
     arith_reward,
@@ -18,6 +17,7 @@ from arena.rewards import (
     math_reward,
     resolve_reward,
 )
+from arena.targets import TARGETS
 
 
 @pytest.mark.parametrize(

@@ -23,13 +23,13 @@ from arena.data import (
     stratified_subset,
 )
 from arena.errors import ConfigError, DataError
-from arena.schema import build
 from arena.evaluation.tasks import TASKS
 from arena.rewards import resolve_reward
+from arena.schema import build
 from arena.targets import TARGETS, Example
 from arena.targets.answers import ANSWER_FORMATS, answers_match
-from arena.targets.base import FileTarget
 from arena.targets.arith import ArithTarget, problem_space
+from arena.targets.base import FileTarget
 from arena.targets.math import last_boxed, parse_gsm8k_answer
 from arena.targets.medical import cop_to_letter
 

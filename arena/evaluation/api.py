@@ -216,7 +216,8 @@ def base_scores(model_name: str, suites: list[str], target: str | Any | None = N
 
 def _base_scores(model_name, suites, target, limit, data_dir, seed, device, tasks, settings, batch_size, proxies,
                  target_options, revision, cache, log, verbose, progress) -> dict:
-    from arena.models.loader import load_model, load_tokenizer  # imports torch and transformers
+    # the loader imports torch and transformers
+    from arena.models.loader import load_model, load_tokenizer
 
     t0 = time.perf_counter()
     tgt, plan, members, names, s = _task_plan(suites, target, data_dir, target_options, tasks, settings, limit,

@@ -83,7 +83,8 @@ def reference_responses(model, tokenizer, data_dir: str | None, s: ProxySettings
 
     Returns {"key", "items": [{"source", "prompt", "response"}], "cached": bool, "path"}.
     """
-    from arena.evaluation.model_io import greedy_generate  # imports torch; ProxySettings users need not
+    # model_io imports torch; users of ProxySettings and general_prompts need not
+    from arena.evaluation.model_io import greedy_generate
 
     key = reference_key(data_dir, s, precision, model_id)
     if model_id:
@@ -105,7 +106,7 @@ def reference_responses(model, tokenizer, data_dir: str | None, s: ProxySettings
 def nll_entry(model, tokenizer, examples: list[Example], device, precision: str, s: ProxySettings) -> dict:
     """Per-token NLL of the examples' responses: score, SE over examples, n, tokens, and the
     per-example (nll sum, tokens) units for paired comparisons."""
-    from arena.evaluation.model_io import per_example_nll  # imports torch
+    from arena.evaluation.model_io import per_example_nll  # model_io imports torch
 
     vals = per_example_nll(model, tokenizer, examples, device, precision, s.seq_len)
     keep = [(i, v) for i, v in enumerate(vals) if v is not None]

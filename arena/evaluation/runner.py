@@ -15,7 +15,12 @@ import time
 
 from arena.errors import DataError
 from arena.evaluation.build import build_subtasks
-from arena.evaluation.lm_eval_model import QuietProgress, counting_hflm_class, mixed_precision, quiet_lm_eval
+from arena.evaluation.lm_eval_model import (
+    QuietProgress,
+    counting_hflm_class,
+    mixed_precision,
+    quiet_lm_eval,
+)
 from arena.evaluation.preserve import PreservedState
 from arena.evaluation.scoring import task_result
 from arena.evaluation.settings import RunSettings

@@ -26,7 +26,7 @@ import importlib.resources
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import yaml
 
@@ -59,18 +59,18 @@ class TaskDef:
     metrics: list[str] = field(default_factory=list)  # further metrics reported next to the primary one
     filters: list[str] = field(default_factory=lambda: ["none"])  # lm-eval filter names, in order of preference
     generate: bool = True  # generate_until (else loglikelihood / multiple choice)
-    max_gen_toks: Optional[int] = None  # default generation cap of a generating task (CPU-sized)
+    max_gen_toks: int | None = None  # default generation cap of a generating task (CPU-sized)
     version: int = 1
-    include: Optional[str] = None  # stock lm-eval YAML under lm_eval/tasks; may use {variant} and {subtask}
+    include: str | None = None  # stock lm-eval YAML under lm_eval/tasks; may use {variant} and {subtask}
     subtasks: list[str] = field(default_factory=list)  # grouped: one lm-eval task per name
     options: dict = field(default_factory=dict)  # {"variant" | "shots": TaskOptions field it is read from}
     data: dict = field(default_factory=dict)  # split -> data file (relative to the data folder; may use {subtask})
-    data_field: Optional[str] = None  # the JSON field holding the documents (BBH: "examples")
-    convert: Optional[ConvertSpec] = None
-    generated_by: Optional[str] = None  # target whose held-out examples are the documents
+    data_field: str | None = None  # the JSON field holding the documents (BBH: "examples")
+    convert: ConvertSpec | None = None
+    generated_by: str | None = None  # target whose held-out examples are the documents
     lm_eval: dict = field(default_factory=dict)  # full lm-eval config of an arena-defined task (no include)
-    strata: Optional[str] = None  # doc field, or "module:function" (doc -> label), for stratified subsets
-    prepare: Optional[str] = None  # "module:function" (data_dir -> any) run before the task: checks/fetches extras
+    strata: str | None = None  # doc field, or "module:function" (doc -> label), for stratified subsets
+    prepare: str | None = None  # "module:function" (data_dir -> any) run before the task: checks/fetches extras
 
     def __post_init__(self):
         if self.generate and not self.max_gen_toks:

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from arena.registry import Registry
 
-AnswerReader = Callable[[str], Optional[str]]
+AnswerReader = Callable[[str], str | None]
 ANSWER_FORMATS: Registry[AnswerReader] = Registry("answer format")
 
 _NUM = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
@@ -24,13 +24,13 @@ _LETTER = re.compile(r"answer is:?\s*\(?([A-E])\b|\b([A-E])[.)]?\s*$")
 
 
 @ANSWER_FORMATS.register("number")
-def read_number(text: str) -> Optional[str]:
+def read_number(text: str) -> str | None:
     nums = _NUM.findall(text.strip())
     return nums[-1].replace(",", "").rstrip(".") if nums else None
 
 
 @ANSWER_FORMATS.register("letter")
-def read_letter(text: str) -> Optional[str]:
+def read_letter(text: str) -> str | None:
     m = None
     for m in _LETTER.finditer(text.strip()):
         pass
@@ -38,12 +38,12 @@ def read_letter(text: str) -> Optional[str]:
 
 
 @ANSWER_FORMATS.register("yes_no_maybe")
-def read_yes_no_maybe(text: str) -> Optional[str]:
+def read_yes_no_maybe(text: str) -> str | None:
     words = re.findall(r"\b(yes|no|maybe)\b", text.strip().lower())
     return words[-1] if words else None
 
 
-def answers_match(pred: Optional[str], ref: str) -> bool:
+def answers_match(pred: str | None, ref: str) -> bool:
     """Numbers compare as numbers (|Δ| <= 1e-6), anything else case-insensitively."""
     if pred is None:
         return False
