@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 from arena.components import build_components
 from arena.config import RunConfig, dump_yaml
 from arena.errors import ArenaError, TrainingFailed
-from arena.evaluation.probes import greedy_accuracy, target_nll
+from arena.evaluation.heldout import greedy_accuracy, heldout_nll
 from arena.evaluation.step_probe import make_step_probe
 from arena.methods.base import Method
 from arena.objectives.base import TrainContext
@@ -75,9 +75,10 @@ def run_probes(cfg: RunConfig, model, tok, target, device, precision) -> dict:
     if cfg.probe.heldout <= 0:
         return {}
     ex = target.heldout_examples(cfg.probe.heldout, cfg.probe.seed)
-    out = {"target_nll": target_nll(model, tok, ex, device, precision)}
+    out = {"target_nll": heldout_nll(model, tok, ex, device, precision)}
     if cfg.probe.greedy > 0:
-        out["greedy"] = greedy_accuracy(model, tok, ex[: cfg.probe.greedy], device, precision, cfg.probe.max_new_tokens)
+        out["greedy"] = greedy_accuracy(model, tok, ex[: cfg.probe.greedy], device, precision, target.answer_format,
+                                        cfg.probe.max_new_tokens)
     return out
 
 

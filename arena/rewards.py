@@ -1,7 +1,7 @@
 """Verifiable rewards for RLVR: pure functions (completion text, reference answer) -> float.
 
-Registered by name in REWARDS. Every target maps to a default reward (DEFAULT_REWARD: arith ->
-arith, math -> math, medical -> choice); a run overrides it with `objective.reward=<name>`.
+Registered by name in REWARDS. Every target class names its default reward (`Target.default_reward`:
+arith -> arith, math -> math, medical -> choice); a run overrides it with `objective.reward=<name>`.
 Rewards are binary (1.0 correct, 0.0 otherwise) so "pass rate" is the share of samples at 1.0.
 
 - `arith`: the integer result of the completion (after the last '=', else its last number) equals
@@ -9,7 +9,7 @@ Rewards are binary (1.0 correct, 0.0 otherwise) so "pass rate" is the share of s
 - `math`: GSM8K final numbers ("The answer is 1,234." -> 1234; '####'; a trailing period or a
   thousands separator never matters) and MATH boxed answers. Non-numeric answers are compared with
   math-verify (`\\boxed{\\frac{1}{2}}` = `0.5`) with its signal.alarm timeouts disabled (they
-  fail outside the main thread, DESIGN.md "Ecosystem notes"); without math-verify installed, a
+  fail outside the main thread, docs/design.md "Ecosystem notes"); without math-verify installed, a
   normalised string comparison (plus simple fractions) is the fallback.
 - `choice`: multiple choice letters A-E ("The answer is B.", "answer: (B)", a bare final "B")
   and PubMedQA's yes / no / maybe.
@@ -23,12 +23,11 @@ from typing import Callable, Optional
 
 from arena.errors import ConfigError, suggest
 from arena.registry import Registry
+from arena.targets import TARGETS
+from arena.targets.math import last_boxed
 
 RewardFn = Callable[[str, str], float]
 REWARDS: Registry[RewardFn] = Registry("reward")
-
-# target name -> reward used when objective.reward is "auto"
-DEFAULT_REWARD = {"arith": "arith", "math": "math", "medical": "choice"}
 
 _MINUS = str.maketrans({"\u2212": "-", "\u2013": "-"})  # unicode minus / en dash written as minus
 _NUM = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
@@ -37,12 +36,13 @@ _MAX_VERIFY_CHARS = 300  # math-verify runs without a timeout: never hand sympy 
 
 
 def resolve_reward(name: str, target: str | None) -> tuple[str, RewardFn]:
-    """(name, function) for `objective.reward`; 'auto' picks the target's default."""
+    """(name, function) for `objective.reward`; 'auto' picks the target's `default_reward`."""
     if name == "auto":
-        if target not in DEFAULT_REWARD:
+        default = TARGETS.get(target).default_reward if target in TARGETS else None
+        if default is None:
             raise ConfigError("objective.reward", name,
                               f"target {target!r} has no default reward; set one of: {', '.join(REWARDS.names())}")
-        name = DEFAULT_REWARD[target]
+        name = default
     return name, REWARDS.get(name, field="objective.reward")
 
 
@@ -110,12 +110,6 @@ def arith_reward(completion: str, answer: str) -> float:
 
 # -- math -----------------------------------------------------------------------------------------
 
-def _last_boxed(text: str) -> Optional[str]:
-    from arena.targets.math import last_boxed
-
-    return last_boxed(text)
-
-
 _LATEX_NOISE = re.compile(r"\\left|\\right|\\,|\\;|\\ |\^\{?\\circ\}?|\\%|%")
 
 
@@ -167,7 +161,7 @@ def _math_verify(gold: str, pred: str) -> Optional[bool]:
 
 def math_answer(completion: str) -> Optional[str]:
     """The answer a math completion commits to: last \\boxed{}, else 'answer is X', else last number."""
-    boxed = _last_boxed(completion)
+    boxed = last_boxed(completion)
     if boxed is not None:
         return boxed.strip()
     text = _clean(completion)

@@ -103,9 +103,10 @@ def main() -> int:
            "NLTK_DATA": str(Path(data_dir) / "nltk_data")}
     os.environ.update({k: env[k] for k in ("ARENA_CACHE", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")})
 
+    from arena.evaluation.build import export_yaml
     from arena.evaluation.runner import plan
     from arena.evaluation.settings import RunSettings
-    from arena.evaluation.tasks import export_yaml, resolve_tasks
+    from arena.evaluation.suites import resolve_tasks
 
     names = args.tasks.split(",")
     resolve_tasks(["general", "medical"], None, names)  # validates the names

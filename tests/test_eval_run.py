@@ -193,8 +193,8 @@ def test_cli_eval_run_compares_with_base_and_stores_in_record(capsys, tiny_run):
 def test_step_probe_reports_deltas_and_preserves_state(tiny, tiny_run):
     import yaml
 
-    from arena.config import run_config_from_dict
     from arena.components import build_components
+    from arena.config import run_config_from_dict
 
     model, tok = tiny
     cfg = run_config_from_dict(yaml.safe_load((tiny_run / "config.yaml").read_text()))
@@ -216,14 +216,30 @@ def test_step_probe_reports_deltas_and_preserves_state(tiny, tiny_run):
     assert row["probe_s"] > 0
 
 
+def test_step_probe_settings_come_from_python_not_the_run_config():
+    """docs/evaluation.md: the run config has no `step_probe:` section; a mapping passed as cfg does."""
+    from arena.config import run_config_from_dict
+    from arena.errors import ConfigError
+    from arena.evaluation.step_probe import StepProbeSettings, _settings_from
+
+    with pytest.raises(ConfigError, match="step_probe.*unknown section"):
+        run_config_from_dict({"model": "tiny", "method": "lora", "target": "arith", "objective": "sft",
+                              "step_probe": {"tasks": ["arith"]}})
+    cfg = run_config_from_dict({"model": "tiny", "method": "lora", "target": "arith", "objective": "sft"})
+    assert _settings_from(cfg, None) == StepProbeSettings()
+    assert _settings_from({"step_probe": {"limit": 4}}, {"tasks": ["arith"]}) == StepProbeSettings(limit=4, tasks=["arith"])
+    with pytest.raises(ConfigError, match="step_probe"):
+        _settings_from({"step_probe": {"limt": 4}}, None)
+
+
 # ------------------------------------------------------------------ the real model
 
 @pytest.mark.slow
 def test_real_model_ifeval_runs_the_sentence_counting_prompts():
     """SmolLM2-135M-Instruct on 8 IFEval prompts whose checkers need punkt_tab (acceptance): they
     run on real, non-empty responses without the late LookupError DESIGN.md warns about."""
+    from arena.evaluation.punkt import PUNKT_INSTRUCTIONS
     from arena.evaluation.runner import plan, run_tasks
-    from arena.evaluation.tasks import PUNKT_INSTRUCTIONS
     from arena.models import catalog
     from arena.models.loader import load_model
 

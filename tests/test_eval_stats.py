@@ -102,7 +102,7 @@ def test_compare_gain_forgetting_and_bbh_macro_delta():
 
 
 def test_allocate_is_proportional_with_every_label_present():
-    from arena.evaluation.runner import allocate
+    from arena.evaluation.subsets import allocate
 
     sizes = {"yes": 276, "no": 169, "maybe": 55}
     # 50: 27.6, 16.9, 5.5 -> 27, 16, 5; remainders .9 (no), .6 (yes) -> 28, 17, 5

@@ -15,16 +15,21 @@ from pathlib import Path
 import pytest
 
 from arena.errors import ConfigError, DataError
-from arena.evaluation import convert
-from arena.evaluation.runner import ensure_punkt, plan, select_indices
-from arena.evaluation.settings import RunSettings
+from arena.evaluation.build import build_subtasks, export_yaml
+from arena.evaluation.punkt import PUNKT_INSTRUCTIONS, ensure_punkt
+from arena.evaluation.runner import plan
+from arena.evaluation.settings import RunSettings, TaskOptions
+from arena.evaluation.subsets import select_indices
+from arena.evaluation.suites import resolve_tasks
 from arena.evaluation.tasks import (
-    PUNKT_INSTRUCTIONS,
-    TaskOptions,
-    bbh_subtasks,
-    export_yaml,
-    resolve_tasks,
+    TASKS,
+    TASKS_VERSION,
+    TaskDef,
+    get_task,
+    load_task_file,
+    taskdef_files,
 )
+from arena.targets.medical import medmcqa_records
 
 
 def _find_data_dir() -> Path | None:
@@ -50,7 +55,7 @@ def built(tmp_path_factory):
     """All tasks built once (loading the datasets is the slow part): {"tasks", "samples", ...}."""
     if DATA is None:
         pytest.skip("real data folder not found")
-    names = ["ifeval", "bbh", "nq_open", "gsm8k", "math500", "medqa_4options", "pubmedqa", "medmcqa", "arith"]
+    names = TASKS.names()  # every registered benchmark: a new task file is built here too
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ARENA_CACHE", str(tmp_path_factory.getbasetemp() / "arena-cache"))
         mp.setenv("HF_HUB_OFFLINE", "1")
@@ -78,7 +83,7 @@ def test_medmcqa_rejects_zero_based_or_out_of_range_cop(tmp_path):
     bad = tmp_path / "dev.json"
     bad.write_text(json.dumps({"question": "q", "opa": "a", "opb": "b", "opc": "c", "opd": "d", "cop": 0}) + "\n")
     with pytest.raises(DataError, match=r"line 1: field 'cop'"):
-        convert.medmcqa_records(bad)
+        medmcqa_records(bad)
 
 
 @needs_data
@@ -157,7 +162,7 @@ def test_missing_punkt_is_a_clear_data_error(tmp_path, monkeypatch):
 
 @needs_data
 def test_bbh_has_27_subtasks_reading_examples_field(built):
-    subs = bbh_subtasks("fewshot")
+    subs = get_task("bbh").subtasks
     assert len(subs) == 27
     names = [f"bbh_fewshot_{s}" for s in subs]
     assert all(n in built["tasks"] for n in names)
@@ -244,15 +249,13 @@ def test_task_options_validate():
         TaskOptions(bbh_variant="zeroshot", bbh_shots=2)
     with pytest.raises(ConfigError, match="max_gen_toks.ifeval"):
         TaskOptions(max_gen_toks={"ifeval": 0})
-    assert TaskOptions(max_gen_toks={"ifeval": 99}).gen_cap("ifeval") == 99
-    assert TaskOptions().gen_cap("ifeval") == 256
+    assert get_task("ifeval").gen_cap(TaskOptions(max_gen_toks={"ifeval": 99})) == 99
+    assert get_task("ifeval").gen_cap(TaskOptions()) == 256
 
 
 @needs_data
 def test_export_yaml_includes_the_stock_file(tmp_path, built):
     import yaml
-
-    from arena.evaluation.runner import build_subtasks
 
     subs = build_subtasks(["pubmedqa", "bbh"], str(DATA), TaskOptions())
     paths = export_yaml([st for sts in subs.values() for st in sts], tmp_path)
@@ -264,8 +267,6 @@ def test_export_yaml_includes_the_stock_file(tmp_path, built):
 
 
 def test_without_a_data_folder_the_stock_hub_datasets_are_used(monkeypatch):
-    from arena.evaluation.runner import build_subtasks
-
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     subs = build_subtasks(["ifeval", "pubmedqa", "bbh"], None, TaskOptions())
     ife = subs["ifeval"][0].config()
@@ -273,3 +274,90 @@ def test_without_a_data_folder_the_stock_hub_datasets_are_used(monkeypatch):
     assert ife["generation_kwargs"]["max_gen_toks"] == 256  # the CPU cap applies online too
     assert subs["pubmedqa"][0].config()["dataset_path"] == "bigbio/pubmed_qa"
     assert subs["bbh"][0].config()["dataset_path"] == "SaylorTwift/bbh"
+
+
+# ------------------------------------------------------------------ contract: every registered task
+
+@needs_data
+@pytest.mark.parametrize("name", TASKS.names())
+def test_task_contract_builds_offline_and_states_its_metric(name, built):
+    td = get_task(name)
+    subs = built["subtasks"][name]
+    assert len(subs) == (len(td.subtasks) if td.grouped else 1)
+    for st in subs:
+        task = built["tasks"][st.name]  # lm-eval loaded the config, documents included
+        assert task.eval_docs and built["samples"][st.name]
+        assert td.metric in [m["metric"] for m in task.config.metric_list]
+        assert set(td.metrics) <= {m["metric"] for m in task.config.metric_list}
+        cfg = st.config()
+        assert cfg["metadata"]["arena_tasks_version"] == TASKS_VERSION
+        if cfg.get("dataset_path") == "json":  # offline: only local (or converted) files are read
+            files = cfg["dataset_kwargs"]["data_files"].values()
+            assert all(Path(f).is_file() for f in files)
+        else:
+            pytest.fail(f"{st.name} does not read local files offline")
+    assert td.files or td.generated_by is not None
+
+
+@pytest.mark.parametrize("name", TASKS.names())
+def test_task_contract_generating_tasks_have_a_cap(name):
+    td = get_task(name)
+    if not td.generate:
+        assert td.max_gen_toks is None
+        return
+    assert isinstance(td.max_gen_toks, int) and td.max_gen_toks > 0
+    assert td.gen_cap(TaskOptions()) == td.max_gen_toks
+    assert td.gen_cap(TaskOptions(max_gen_toks={name: 7})) == 7
+
+
+def test_task_files_are_package_data_found_through_importlib():
+    import importlib.resources
+    from fnmatch import fnmatch
+
+    import tomllib
+
+    folder = importlib.resources.files("arena.evaluation") / "taskdefs"
+    shipped = sorted(p.name for p in folder.iterdir() if p.name.endswith(".yaml"))
+    assert shipped == sorted(p.name for p in taskdef_files()) == sorted(f"{n}.yaml" for n in TASKS.names())
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["arena.evaluation"]
+    assert all(any(fnmatch(f"taskdefs/{n}", pat) for pat in patterns) for n in shipped)
+
+
+def test_bbh_subtasks_are_the_stock_folders_of_every_variant():
+    from arena.evaluation.build import stock_root
+    from arena.evaluation.settings import BBH_VARIANTS
+
+    for variant in BBH_VARIANTS:
+        folder = stock_root() / "bbh" / variant
+        assert sorted(p.stem for p in folder.glob("*.yaml") if not p.name.startswith("_")) == get_task("bbh").subtasks
+
+
+def test_a_new_task_is_one_yaml_file(tmp_path, monkeypatch):
+    """The walk-through of docs/extending.md: a benchmark is a YAML file that includes a stock task."""
+    from arena.evaluation.build import BuildContext, build_task
+
+    (tmp_path / "data" / "mini").mkdir(parents=True)
+    (tmp_path / "data" / "mini" / "dev.jsonl").write_text(json.dumps({"question": "q", "answer": ["a"]}) + "\n")
+    f = tmp_path / "nq_mini.yaml"
+    f.write_text("description: NQ-open on a one-question file\ninclude: nq_open/nq_open.yaml\n"
+                 "metric: exact_match\nmax_gen_toks: 8\ndata: {validation: mini/dev.jsonl}\n")
+    td = load_task_file(f)
+    assert isinstance(td, TaskDef) and td.name == "nq_mini" and td.files == ("mini/dev.jsonl",)
+    (st,) = build_task(td, BuildContext(str(tmp_path / "data"), TaskOptions()))
+    cfg = st.config()
+    assert cfg["task"] == "nq_open" and cfg["generation_kwargs"]["max_gen_toks"] == 8
+    assert cfg["dataset_kwargs"]["data_files"] == {"validation": str(tmp_path / "data" / "mini" / "dev.jsonl")}
+    monkeypatch.setattr(TASKS, "_items", dict(TASKS._items))  # registered for this test only
+    TASKS.register(td.name)(td)
+    assert resolve_tasks(["general"], None, ["nq_mini"]) == {"extra": ["nq_mini"]}
+
+
+def test_task_file_errors_name_the_file_and_field(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text("description: x\ninclude: nq_open/nq_open.yaml\nmetric: exact_match\n")
+    with pytest.raises(ConfigError, match="max_gen_toks"):
+        load_task_file(f)  # a generating task must state its cap
+    f.write_text("description: x\ninclude: nq_open/nq_open.yaml\nmetric: exact_match\ngenerate: false\nmetrik: acc\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml\.metrik.*did you mean 'metric'"):
+        load_task_file(f)

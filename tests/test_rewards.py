@@ -8,7 +8,6 @@ import pytest
 
 from arena.errors import ConfigError
 from arena.rewards import (
-    DEFAULT_REWARD,
     REWARDS,
     arith_reward,
     check_reward_name,
@@ -18,6 +17,7 @@ from arena.rewards import (
     math_reward,
     resolve_reward,
 )
+from arena.targets import TARGETS
 
 
 @pytest.mark.parametrize(
@@ -98,8 +98,10 @@ def test_extractors():
 
 def test_registry_and_target_defaults():
     assert {"arith", "math", "choice"} <= set(REWARDS.names())
-    assert DEFAULT_REWARD == {"arith": "arith", "math": "math", "medical": "choice"}
-    for target, reward in DEFAULT_REWARD.items():
+    defaults = {t: TARGETS.get(t).default_reward for t in ("arith", "math", "medical")}
+    assert defaults == {"arith": "arith", "math": "math", "medical": "choice"}
+    for target in TARGETS:  # every target's default is a registered reward, and 'auto' picks it
+        reward = TARGETS.get(target).default_reward
         name, fn = resolve_reward("auto", target)
         assert name == reward and fn is REWARDS.get(reward)
     assert resolve_reward("choice", "math")[0] == "choice"  # an explicit reward overrides the default

@@ -23,9 +23,13 @@ from arena.data import (
     stratified_subset,
 )
 from arena.errors import ConfigError, DataError
+from arena.evaluation.tasks import TASKS
+from arena.rewards import resolve_reward
 from arena.schema import build
 from arena.targets import TARGETS, Example
+from arena.targets.answers import ANSWER_FORMATS, answers_match
 from arena.targets.arith import ArithTarget, problem_space
+from arena.targets.base import FileTarget
 from arena.targets.math import last_boxed, parse_gsm8k_answer
 from arena.targets.medical import cop_to_letter
 
@@ -51,19 +55,89 @@ def test_registry_has_the_three_targets():
     assert {"math", "medical", "arith"} <= set(TARGETS.names())
 
 
-@pytest.mark.parametrize("name", TARGETS.names())
-def test_target_contract(name):
-    if name != "arith" and DATA is None:
-        pytest.skip("real data folder not found")
-    t = make(name)
+def _needs_files(name: str) -> bool:
+    return issubclass(TARGETS.get(name), FileTarget)
+
+
+def check_target_contract(t) -> None:
+    """What every target promises (a new target passes this to be picked up everywhere)."""
     t.check_data()
     held = t.heldout_examples(6, seed=0)
     assert held == t.heldout_examples(6, seed=0)
     assert len(held) == 6 and all(isinstance(e, Example) and e.prompt and e.response and e.answer for e in held)
-    assert t.eval_tasks()
+    assert t.eval_tasks() and all(n in TASKS for n in t.eval_tasks())
     d = t.describe()
     assert "error" not in d and d["train"]["size"] > 0 and d["heldout"]["pool"] > 0
     json.dumps(d)  # describe() goes into JSON run records
+    # its default reward gives the reference responses full marks, and its answer format reads them
+    name, reward = resolve_reward("auto", t.name)
+    assert name == t.default_reward
+    read = ANSWER_FORMATS.get(t.answer_format)
+    for e in held:
+        assert reward(e.response, e.answer) == 1.0, (e.response, e.answer)
+        assert answers_match(read(e.response), e.answer), (e.response, e.answer)
+    for conv in t.conversions.values():  # conversions read files of the data folder, and map them
+        paths = [data_file(t.data_dir, rel) for rel in conv.sources.values()]
+        rows = conv.records(*paths)
+        assert rows and all(isinstance(r, dict) for r in rows)
+
+
+@pytest.mark.parametrize("name", TARGETS.names())
+def test_target_contract(name):
+    if _needs_files(name) and DATA is None:
+        pytest.skip("real data folder not found")
+    check_target_contract(make(name))
+
+
+COUNTDOWN = """
+from dataclasses import dataclass
+
+from arena.targets.base import TARGETS, Example, Target
+
+
+@TARGETS.register("countdown")
+class CountdownTarget(Target):
+    name = "countdown"
+    description = "the number before n; generated, no data files"
+    default_reward = "arith"
+    answer_format = "number"
+
+    @dataclass
+    class Options:
+        n_train: int = 50
+
+    def _example(self, n):
+        return Example(prompt=f"What comes before {n}?", response=f"{n} - 1 = {n - 1}", answer=str(n - 1))
+
+    def train_examples(self, seed):
+        return [self._example(n) for n in range(1, self.options.n_train + 1)]
+
+    def heldout_examples(self, n, seed):
+        return [self._example(1000 + seed + i) for i in range(n)]
+
+    def eval_tasks(self):
+        return ["gsm8k"]
+
+    def describe(self):
+        return {"name": self.name, "train": {"size": self.options.n_train}, "heldout": {"pool": 10**6}}
+"""
+
+
+def test_a_new_target_is_one_module(tmp_path, monkeypatch):
+    """The walk-through of docs/extending.md: one module registers the target; nothing else is edited."""
+    import importlib
+
+    from arena.evaluation.suites import resolve_tasks
+
+    (tmp_path / "countdown_target.py").write_text(COUNTDOWN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(TARGETS, "_items", dict(TARGETS._items))  # registered for this test only
+    importlib.import_module("countdown_target")
+    assert "countdown" in TARGETS.names()
+    t = make("countdown", data_dir=None)
+    check_target_contract(t)
+    assert resolve_tasks(["countdown"]) == {"target": ["gsm8k"]}
+    assert resolve_reward("auto", "countdown")[0] == "arith"
 
 
 # ---------------------------------------------------------------- io

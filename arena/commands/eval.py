@@ -74,7 +74,7 @@ def _gen_caps(items: list[str]) -> dict:
             get_task(name)
             caps[name] = n
         else:
-            caps.update({t: n for t, td in TASKS.items() if td.generate})
+            caps.update({t: n for t in TASKS if get_task(t).generate})
     return caps
 
 

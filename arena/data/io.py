@@ -21,7 +21,14 @@ from arena.errors import DataError
 T = TypeVar("T")
 PathLike = Union[str, os.PathLike]
 
-HOW_TO_PROVIDE = "set ARENA_DATA_DIR or pass --data-dir to a folder laid out like shared/data (see PROVENANCE.md)"
+# The field is data_dir (run config, eval settings); the flag is named too, for the command line.
+HOW_TO_PROVIDE = ("set ARENA_DATA_DIR or data_dir (on the command line: --data-dir) to a folder laid out like "
+                  "shared/data (see PROVENANCE.md)")
+
+
+def hub_offline() -> bool:
+    """True when HF_HUB_OFFLINE says the Hugging Face hub must not be contacted."""
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
 
 
 def _missing(path: Path, needed_by: Optional[str] = None) -> DataError:
@@ -33,7 +40,8 @@ def data_file(data_dir: Optional[PathLike], relpath: str, needed_by: Optional[st
     """Resolve `relpath` inside the data folder; raise DataError if there is no folder or no file."""
     if data_dir is None or str(data_dir) == "":
         who = f"{needed_by} needs " if needed_by else "needs "
-        raise DataError(f"no data folder: set ARENA_DATA_DIR or --data-dir to a folder laid out like shared/data "
+        raise DataError(f"no data folder: set ARENA_DATA_DIR or data_dir (on the command line: --data-dir) to a "
+                        f"folder laid out like shared/data "
                         f"(see PROVENANCE.md); {who}{relpath}")
     root = Path(data_dir).expanduser()
     if not root.is_dir():

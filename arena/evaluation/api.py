@@ -16,10 +16,19 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from arena.evaluation import stats
+from arena.errors import ConfigError
+from arena.evaluation import convert, stats
+from arena.evaluation import proxies as px
+from arena.evaluation.build import check_available, data_fingerprint
+from arena.evaluation.cache import BaseCache, model_fingerprint
+from arena.evaluation.preserve import PreservedState
 from arena.evaluation.proxies import ProxySettings
+from arena.evaluation.runner import run_tasks
 from arena.evaluation.settings import RunSettings
-from arena.evaluation.tasks import TASKS_VERSION, get_task, resolve_tasks
+from arena.evaluation.suites import resolve_tasks
+from arena.evaluation.tasks import TASKS_VERSION, get_task
+from arena.schema import build, to_dict
+from arena.targets import TARGETS
 
 Log = Callable[[str], None]
 
@@ -32,25 +41,19 @@ def make_target(target, data_dir: str | None, options: dict | None = None):
     """A Target instance from a name (default or given options), or the instance itself."""
     if target is None or not isinstance(target, str):
         return target
-    from arena.schema import build
-    from arena.targets import TARGETS
-
     cls = TARGETS.get(target, field="target")
     return cls(build(cls.Options, options or {}, prefix="target"), data_dir)
 
 
 def _target_for(suites: list[str], target, data_dir, options):
-    """The target: given, or named by a suite ("--suite arith" means the arith target)."""
-    from arena.errors import ConfigError
-    from arena.targets import TARGETS
-
+    """The target: given, or named by a suite (suites: [arith] means the arith target)."""
     named = [x for x in suites if x in TARGETS]
     if len(named) > 1:
-        raise ConfigError("suite", suites, "name at most one target suite")
+        raise ConfigError("suites", suites, "name at most one target suite")
     tgt = make_target(target, data_dir, options)
     if named:
         if tgt is not None and tgt.name != named[0]:
-            raise ConfigError("suite", named[0], f"conflicts with target {tgt.name!r}; use --suite target")
+            raise ConfigError("suites", named[0], f"conflicts with target {tgt.name!r}; use the suite 'target'")
         if tgt is None:
             tgt = make_target(named[0], data_dir, options)
     return tgt
@@ -86,7 +89,7 @@ def _settings_record(s: RunSettings, names: list[str], data_dir, chat, precision
     o = s.options
     return {"limit": s.limit, "seed": s.seed, "batch_size": s.batch_size, "chat_template": chat,
             "precision": precision, "bbh_variant": o.bbh_variant, "bbh_shots": o.bbh_shots,
-            "max_gen_toks": {n: o.gen_cap(n) for n in names if get_task(n).generate},
+            "max_gen_toks": {n: get_task(n).gen_cap(o) for n in names if get_task(n).generate},
             "data_dir": data_dir, "tasks_version": TASKS_VERSION,
             "limit_rule": "per benchmark; BBH splits it evenly over its 27 subtasks (rounded up)",
             "subset": "seeded, stratified by label where the task has a small label set"}
@@ -95,7 +98,7 @@ def _settings_record(s: RunSettings, names: list[str], data_dir, chat, precision
 def _resolve_device(device, model=None):
     import torch
 
-    from arena.training.device import pick_device
+    from arena.training.device import pick_device  # imports torch
 
     if device is None:
         return next(model.parameters()).device if model is not None else pick_device("auto")
@@ -107,7 +110,7 @@ def _chat_on(s: RunSettings, tokenizer) -> bool:
 
 
 def _precision(s: RunSettings, device) -> str:
-    from arena.training.device import resolve_precision
+    from arena.training.device import resolve_precision  # imports torch
 
     p = resolve_precision(s.precision, device)
     return "bf16-autocast" if p in ("bf16", "bf16-autocast") else "fp32"
@@ -129,17 +132,13 @@ def evaluate_model(model, tokenizer, suites: list[str], target: str | Any | None
     responses are generated (right for a base model, wrong for a tuned one: pass the base's).
     The caller's RNG state and train/eval mode are preserved.
     """
-    from arena.evaluation.runner import _Preserve
-
-    with _Preserve(model):
+    with PreservedState(model):
         return _evaluate_model(model, tokenizer, suites, target, limit, data_dir, seed, device, tasks, settings,
                                batch_size, proxies, reference, target_options, model_id, log, verbose, progress)
 
 
 def _task_plan(suites, target, data_dir, target_options, tasks, settings, limit, seed, batch_size):
     """(target, task plan per axis, axis members, task names, settings); every task's data is checked."""
-    from arena.evaluation.tasks import check_available
-
     tgt = _target_for(suites, target, data_dir, target_options)
     plan = resolve_tasks(suites, tgt, tasks)
     names = [n for ns in plan.values() for n in ns]
@@ -149,9 +148,6 @@ def _task_plan(suites, target, data_dir, target_options, tasks, settings, limit,
 
 def _evaluate_model(model, tokenizer, suites, target, limit, data_dir, seed, device, tasks, settings, batch_size,
                     proxies, reference, target_options, model_id, log, verbose, progress) -> dict:
-    from arena.evaluation import proxies as px
-    from arena.evaluation.runner import run_tasks
-
     t0 = time.perf_counter()
     tgt, plan, members, names, s = _task_plan(suites, target, data_dir, target_options, tasks, settings, limit,
                                               seed, batch_size)
@@ -185,22 +181,17 @@ def task_key_fields(name: str, fp: dict, s: RunSettings, data_dir, tgt, chat: bo
     """Everything that can change `name`'s score on the model `fp` (see arena.evaluation.cache)."""
     import importlib.metadata as md
 
-    from arena.evaluation.tasks import data_fingerprint
-
     td = get_task(name)
     o = s.options
     f: dict = {"model": fp, "task": name, "task_version": td.version, "tasks_version": TASKS_VERSION,
                "lm_eval": md.version("lm_eval"), "data": data_fingerprint(name, data_dir),
                "limit": s.limit, "seed": s.seed,
-               "gen": {"max_gen_toks": o.gen_cap(name) if td.generate else None, "chat_template": chat,
+               "gen": {"max_gen_toks": td.gen_cap(o) if td.generate else None, "chat_template": chat,
                        "batch_size": s.batch_size, "precision": precision, "device": device_type}}
-    if name == "bbh":
-        f["bbh"] = {"variant": o.bbh_variant, "shots": o.bbh_shots}
-    if name == "arith":
-        from arena.evaluation.convert import arith_target
-        from arena.schema import to_dict
-
-        f["arith"] = {"options": to_dict(arith_target(tgt).options), "n": o.arith_n, "seed": o.arith_seed}
+    if td.options:  # the TaskOptions fields the task reads (BBH: variant, shots)
+        f[name] = {key: getattr(o, option) for key, option in td.options.items()}
+    if td.generated_by is not None:
+        f[name] = convert.generated_key(convert.generating_target(td.generated_by, tgt), o)
     return f
 
 
@@ -218,18 +209,14 @@ def base_scores(model_name: str, suites: list[str], target: str | Any | None = N
     "reference" (the base's general-prompt responses, to pass to `evaluate_model` for a tuned model).
     The caller's RNG state is preserved.
     """
-    from arena.evaluation.runner import _Preserve
-
-    with _Preserve(None):
+    with PreservedState(None):
         return _base_scores(model_name, suites, target, limit, data_dir, seed, device, tasks, settings, batch_size,
                             proxies, target_options, revision, cache, log, verbose, progress)
 
 
 def _base_scores(model_name, suites, target, limit, data_dir, seed, device, tasks, settings, batch_size, proxies,
                  target_options, revision, cache, log, verbose, progress) -> dict:
-    from arena.evaluation import proxies as px
-    from arena.evaluation.cache import BaseCache, model_fingerprint
-    from arena.evaluation.runner import run_tasks
+    # the loader imports torch and transformers
     from arena.models.loader import load_model, load_tokenizer
 
     t0 = time.perf_counter()
@@ -251,8 +238,6 @@ def _base_scores(model_name, suites, target, limit, data_dir, seed, device, task
                 "proxy_version": px.PROXY_VERSION}
         proxy_fields["general_nll"] = {**base, "reference": px.reference_key(data_dir, ps, precision, fp)}
         if tgt is not None:
-            from arena.schema import to_dict
-
             proxy_fields["target_nll"] = {**base, "target": tgt.name, "target_options": to_dict(tgt.options),
                                           "data": _target_files(tgt)}
         for k, f in proxy_fields.items():

@@ -22,21 +22,18 @@ import hashlib
 import json
 from pathlib import Path
 
+from arena.models import catalog
 from arena.records import atomic_write_text
 
 CACHE_VERSION = 1
 
 
 def cache_dir() -> Path:
-    from arena.models.catalog import cache_root
-
-    return cache_root() / "eval" / "base"
+    return catalog.cache_root() / "eval" / "base"
 
 
 def model_fingerprint(name: str, revision: str | None = None) -> dict:
     """What identifies a base model's weights without hashing gigabytes every time."""
-    from arena.models import catalog
-
     if name == "tiny":
         return {"name": "tiny", "source": "random-init:seed0"}
     if name in catalog.CATALOG:

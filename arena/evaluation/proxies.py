@@ -1,11 +1,11 @@
 """Continuous forgetting/plasticity proxies for models whose accuracies sit at the floor.
 
-- general NLL (DESIGN.md "Pilot"): the per-token NLL of the **base model's own greedy responses**
+- general NLL (docs/design.md "Pilot"): the per-token NLL of the **base model's own greedy responses**
   (<= 96 tokens) to held-out general prompts (48 IFEval + 48 NQ-open by default). The base responses
   are generated once per (base model, prompts, settings) and cached; ΔCE = tuned − base NLL on
   exactly these texts, paired by prompt.
 - target NLL: the per-token NLL of held-out reference answers of the target
-  (`Target.heldout_examples`, as `probes.target_nll` uses).
+  (`Target.heldout_examples`, as the held-out probe `heldout.heldout_nll` uses).
 
 Both are ratio estimators, per-token NLL = Σ_i NLL_i / Σ_i T_i over prompts i with T_i response
 tokens, and get the cluster SE of `arena.evaluation.stats` (prompts are the sampling units).
@@ -20,6 +20,8 @@ from pathlib import Path
 
 from arena.data.io import data_file, iter_jsonl, sha256_file, stable_shuffle
 from arena.evaluation import stats
+from arena.models.catalog import cache_root
+from arena.records import atomic_write_text
 from arena.targets.base import Example
 
 IFEVAL = "ifeval/input_data.jsonl"
@@ -53,8 +55,6 @@ def general_prompts(data_dir: str | None, s: ProxySettings) -> list[tuple[str, s
 
 
 def _ref_path(key: dict) -> Path:
-    from arena.models.catalog import cache_root
-
     h = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:24]
     return cache_root() / "eval" / "reference" / f"{h}.json"
 
@@ -83,7 +83,8 @@ def reference_responses(model, tokenizer, data_dir: str | None, s: ProxySettings
 
     Returns {"key", "items": [{"source", "prompt", "response"}], "cached": bool, "path"}.
     """
-    from arena.evaluation.probes import greedy_generate
+    # model_io imports torch; users of ProxySettings and general_prompts need not
+    from arena.evaluation.model_io import greedy_generate
 
     key = reference_key(data_dir, s, precision, model_id)
     if model_id:
@@ -97,8 +98,6 @@ def reference_responses(model, tokenizer, data_dir: str | None, s: ProxySettings
     items = [{"source": src, "prompt": p, "response": t} for (src, p), t in zip(prompts, texts)]
     path = None
     if model_id:
-        from arena.records import atomic_write_text
-
         path = _ref_path(key)
         atomic_write_text(path, json.dumps({"key": key, "items": items}, indent=1))
     return {"key": key, "items": items, "cached": False, "path": str(path) if path else None}
@@ -107,7 +106,7 @@ def reference_responses(model, tokenizer, data_dir: str | None, s: ProxySettings
 def nll_entry(model, tokenizer, examples: list[Example], device, precision: str, s: ProxySettings) -> dict:
     """Per-token NLL of the examples' responses: score, SE over examples, n, tokens, and the
     per-example (nll sum, tokens) units for paired comparisons."""
-    from arena.evaluation.probes import per_example_nll
+    from arena.evaluation.model_io import per_example_nll  # model_io imports torch
 
     vals = per_example_nll(model, tokenizer, examples, device, precision, s.seq_len)
     keep = [(i, v) for i, v in enumerate(vals) if v is not None]

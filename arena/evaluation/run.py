@@ -10,13 +10,16 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from arena.components import build_components
+from arena.config import resolve_data_dir
+from arena.evaluation.api import base_scores, compare, evaluate_model
 from arena.evaluation.settings import EvalSettings
+from arena.evaluation.store import store_eval
+from arena.runs import load_run_model
 
 
 def run_data_dir(cfg, data_dir: str | None) -> str | None:
     """The data folder to score with: the one given, else the run's when it still exists, else the default."""
-    from arena.config import resolve_data_dir
-
     if data_dir:
         return resolve_data_dir(data_dir)
     if cfg.data_dir and Path(cfg.data_dir).is_dir():
@@ -32,11 +35,7 @@ def evaluate_run(run_dir: str | Path, settings: EvalSettings, *, device="auto", 
     "path" is the record written (None with write=False); "merged" is true when the result was
     merged with an earlier evaluation on the same documents and settings.
     """
-    from arena.components import build_components
-    from arena.evaluation.api import base_scores, compare, evaluate_model
-    from arena.evaluation.store import store_eval
-    from arena.runs import load_run_model
-    from arena.training.device import pick_device
+    from arena.training.device import pick_device  # imports torch
 
     run_dir = Path(run_dir)
     dev = pick_device(device) if isinstance(device, str) else device

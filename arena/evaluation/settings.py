@@ -7,11 +7,9 @@ from dataclasses import dataclass, field
 from typing import Literal, Optional
 
 from arena.errors import ConfigError, suggest
+from arena.evaluation.proxies import ProxySettings
 
 BBH_VARIANTS = ("fewshot", "zeroshot", "cot_fewshot", "cot_zeroshot")
-# Generation caps for a CPU run (DESIGN.md: the stock 1,280-token IFEval cap makes a 135M model
-# ramble for minutes). Stated in every result; override per task with `max_gen_toks`.
-DEFAULT_MAX_GEN_TOKS = {"ifeval": 256, "bbh": 64, "nq_open": 32, "gsm8k": 256, "math500": 256, "arith": 32}
 
 
 @dataclass
@@ -20,9 +18,9 @@ class TaskOptions:
 
     bbh_variant: str = "fewshot"  # one of BBH_VARIANTS (lm_eval/tasks/bbh/<variant>)
     bbh_shots: int | None = None  # None: the variant's stock count (3 for fewshot, 0 for zeroshot)
-    max_gen_toks: dict = field(default_factory=dict)  # task -> cap; missing tasks use DEFAULT_MAX_GEN_TOKS
-    arith_n: int = 500  # held-out arith problems in the arith eval set
-    arith_seed: int = 0  # which held-out problems (a stream separate from training by construction)
+    max_gen_toks: dict = field(default_factory=dict)  # task -> cap; missing tasks use their file's `max_gen_toks`
+    generated_n: int = 500  # documents of a generated task (arith: held-out problems)
+    generated_seed: int = 0  # which held-out stream (separate from training by construction)
 
     def __post_init__(self):
         if self.bbh_variant not in BBH_VARIANTS:
@@ -36,11 +34,8 @@ class TaskOptions:
         for name, cap in self.max_gen_toks.items():
             if not isinstance(cap, int) or cap <= 0:
                 raise ConfigError(f"max_gen_toks.{name}", cap, "must be a positive integer")
-        if self.arith_n <= 0:
-            raise ConfigError("arith_n", self.arith_n, "must be a positive integer")
-
-    def gen_cap(self, task: str) -> int:
-        return int(self.max_gen_toks.get(task, DEFAULT_MAX_GEN_TOKS.get(task, 256)))
+        if self.generated_n <= 0:
+            raise ConfigError("generated_n", self.generated_n, "must be a positive integer")
 
 
 @dataclass
@@ -78,7 +73,7 @@ class EvalSettings:
     limit: Optional[int] = 50  # documents per benchmark, a seeded stratified subset (BBH: over its 27 subtasks)
     seed: int = 0  # subset seed
     batch_size: int = 16
-    max_gen_toks: dict = field(default_factory=dict)  # task -> generation cap (defaults: DEFAULT_MAX_GEN_TOKS)
+    max_gen_toks: dict = field(default_factory=dict)  # task -> generation cap (defaults: each task's file)
     bbh_variant: str = "fewshot"
     bbh_shots: Optional[int] = None
     chat_template: Literal["auto", "on", "off"] = "auto"
@@ -112,6 +107,4 @@ class EvalSettings:
 
     def proxy_settings(self):
         """ProxySettings, or False when the proxies are off."""
-        from arena.evaluation.proxies import ProxySettings
-
         return ProxySettings(**self.proxy) if self.proxies else False

@@ -5,7 +5,7 @@
 
 What it measures (cheap, continuous, paired against the base):
 - general NLL: per-token NLL of the base model's greedy responses to a few general prompts
-  (IFEval + NQ-open; DESIGN.md "Pilot"), and its change from the base (ΔCE, paired SE);
+  (IFEval + NQ-open; docs/design.md "Pilot"), and its change from the base (ΔCE, paired SE);
 - target NLL: per-token NLL of held-out target answers, and its change from the base;
 - optionally a few lm-eval tasks with a small seeded limit (e.g. ["arith"]): accuracy.
 
@@ -22,8 +22,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from arena.errors import ConfigError
+from arena.evaluation import proxies as px
 from arena.evaluation import stats
+from arena.evaluation.cache import BaseCache, model_fingerprint
+from arena.evaluation.preserve import PreservedState
 from arena.evaluation.proxies import ProxySettings
+from arena.evaluation.runner import run_tasks
+from arena.evaluation.settings import RunSettings, TaskOptions
 from arena.targets.base import Example
 
 
@@ -56,8 +62,6 @@ def _settings_from(cfg_like, overrides: dict | None) -> StepProbeSettings:
     known = {f.name for f in dataclasses.fields(StepProbeSettings)}
     unknown = set(raw) - known
     if unknown:
-        from arena.errors import ConfigError
-
         raise ConfigError("step_probe", sorted(unknown), f"known fields: {', '.join(sorted(known))}")
     return StepProbeSettings(**raw)
 
@@ -69,9 +73,6 @@ def make_step_probe(cfg_like, tokenizer, target, device, precision: str, *, base
     StepProbeSettings fields (`overrides` wins over it). `target`: the run's Target instance.
     `base_model`: the untrained model, if the caller has it, to avoid loading it again.
     """
-    from arena.evaluation import proxies as px
-    from arena.evaluation.cache import BaseCache, model_fingerprint
-
     sp = _settings_from(cfg_like, overrides)
     seed = sp.seed if sp.seed is not None else int(_get(cfg_like, "probe.seed", 1234))
     name = _get(cfg_like, "model.name", "smollm2-135m-instruct")
@@ -92,13 +93,11 @@ def make_step_probe(cfg_like, tokenizer, target, device, precision: str, *, base
             holder["model"] = load_model(name, revision)[0].to(device)
         return holder["model"]
 
-    from arena.evaluation.runner import _Preserve
-
     general_ex: list[Example] = []
     if data_dir and sp.general_prompts > 0:
         ref = px.cached_reference(px.reference_key(data_dir, ps, p_prec, fp))
         if ref is None:
-            with _Preserve(base()):
+            with PreservedState(base()):
                 ref = px.reference_responses(base(), tokenizer, data_dir, ps, device, p_prec, fp, log)
         general_ex = [Example(prompt=it["prompt"], response=it["response"]) for it in ref["items"]]
     target_ex = target.heldout_examples(sp.target_examples, seed) if target is not None and sp.target_examples else []
@@ -109,7 +108,7 @@ def make_step_probe(cfg_like, tokenizer, target, device, precision: str, *, base
     base_vals = bc.get("probe:base", key)
     if base_vals is None:
         m = base()
-        with _Preserve(m):
+        with PreservedState(m):
             base_vals = {"general": px.nll_entry(m, tokenizer, general_ex, device, p_prec, ps) if general_ex else None,
                          "target": px.nll_entry(m, tokenizer, target_ex, device, p_prec, ps) if target_ex else None}
         bc.put("probe:base", key, base_vals)
@@ -118,7 +117,7 @@ def make_step_probe(cfg_like, tokenizer, target, device, precision: str, *, base
     def probe(model, step: int) -> dict:
         t0 = time.perf_counter()
         row: dict = {"step": int(step)}
-        with _Preserve(model):
+        with PreservedState(model):
             for key_, ex in (("general", general_ex), ("target", target_ex)):
                 if not ex:
                     continue
@@ -131,9 +130,6 @@ def make_step_probe(cfg_like, tokenizer, target, device, precision: str, *, base
                     if d is not None:
                         row[f"{key_}_nll_delta"], row[f"{key_}_nll_delta_se"] = d[0], d[1]
             if sp.tasks:
-                from arena.evaluation.runner import run_tasks
-                from arena.evaluation.settings import RunSettings, TaskOptions
-
                 rs = RunSettings(limit=sp.limit, seed=seed, batch_size=sp.batch_size, precision=p_prec,
                                  options=TaskOptions(max_gen_toks=dict(sp.max_gen_toks)))
                 res = run_tasks(model, tokenizer, list(sp.tasks), data_dir, rs, target)["tasks"]

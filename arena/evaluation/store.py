@@ -12,6 +12,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from arena.evaluation import stats
+from arena.evaluation.api import compare
+from arena.runs import update_record
 
 _SAME = ("limit", "seed", "batch_size", "chat_template", "precision", "bbh_variant", "bbh_shots", "data_dir",
          "tasks_version")
@@ -43,10 +45,6 @@ def merge_results(old: dict, new: dict) -> dict:
 
 def store_eval(run_dir, base: dict, tuned: dict, cmp: dict, argv=None) -> tuple[Path, bool]:
     """Write {"base", "tuned", "compare", "created", "command"} under "eval"; returns (path, merged)."""
-    from arena.evaluation.api import compare
-
-    from arena.runs import update_record
-
     base = {k: v for k, v in base.items() if k != "reference"}
     merged = False
 

@@ -1,7 +1,7 @@
 """The "arith" target: generated, verifiable arithmetic that a 135M model learns in minutes on CPU.
 
 At 135M parameters GSM8K accuracy sits at the floor, so a CPU run needs a target whose accuracy
-actually moves (see DESIGN.md, "Pilot"). No data files are read.
+actually moves (see docs/design.md, "Pilot"). No data files are read.
 
 The split is fixed by `data_seed`, not by the training seed: the train pool is drawn from one seeded
 stream and held-out problems from another stream with every train operand tuple rejected. So the
@@ -48,6 +48,8 @@ def solve(a: int, op: str, b: int) -> int:
 class ArithTarget(Target):
     name = "arith"
     description = "generated integer arithmetic (a op b), answers verifiable; no data files"
+    default_reward = "arith"
+    answer_format = "number"
 
     @dataclass
     class Options:

@@ -1,10 +1,20 @@
-"""What a target is: train examples, held-out examples and the lm-eval tasks that score it."""
+"""What a target is: train examples, held-out examples, and what it knows about being scored.
+
+A target class owns everything that names it: the lm-eval tasks that score it (`eval_tasks`, each
+a YAML file under arena/evaluation/taskdefs), its default RLVR reward (`default_reward`, a name in
+`arena.rewards.REWARDS`), the shape of its final answers (`answer_format`, a name in
+`arena.targets.answers.ANSWER_FORMATS`, read by the held-out greedy probe) and the conversions of
+its benchmarks' raw files for lm-eval (`conversions`). Adding a target is one module here.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Optional
 
+from arena.data.io import check_files, data_file
+from arena.errors import ConfigError
 from arena.registry import Registry
 
 
@@ -22,11 +32,25 @@ class Example:
     meta: dict = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Conversion:
+    """Raw benchmark files -> the rows a stock lm-eval task reads (cached as JSONL by
+    `arena.evaluation.convert`; a task YAML names it with `convert: {target, conversion}`)."""
+
+    sources: dict  # key -> data file relative to the data folder; the files' hashes name the output
+    records: Callable[..., list]  # (*source paths, in `sources` order) -> rows (dicts)
+    version: int = 1  # bump when `records` changes what it writes
+
+
 class Target:
-    """Base class of a registered target. Subclasses set `name`, `description`, `Options`."""
+    """Base class of a registered target. Subclasses set `name`, `description`, `Options`,
+    `default_reward` and `answer_format`, and `conversions` when a benchmark needs one."""
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
+    default_reward: ClassVar[Optional[str]] = None  # reward for `objective.reward: auto` (None: none)
+    answer_format: ClassVar[str] = "number"  # how a greedy reply's final answer is read
+    conversions: ClassVar[dict] = {}  # conversion name -> Conversion
 
     @dataclass
     class Options:
@@ -59,8 +83,6 @@ class CappedOptions:
     max_train_examples: Optional[int] = 2000  # None: every training example
 
     def __post_init__(self):
-        from arena.errors import ConfigError
-
         if self.max_train_examples is not None and self.max_train_examples <= 0:
             raise ConfigError("max_train_examples", self.max_train_examples, "must be a positive integer or null (all)")
 
@@ -72,13 +94,9 @@ class FileTarget(Target):
         raise NotImplementedError
 
     def _path(self, rel: str):
-        from arena.data.io import data_file
-
         return data_file(self.data_dir, rel, needed_by=f"target {self.name!r}")
 
     def check_data(self) -> None:
-        from arena.data.io import check_files
-
         check_files(self.data_dir, self._files(), needed_by=f"target {self.name!r}")
 
 

@@ -87,6 +87,8 @@ def last_boxed(text: str) -> Optional[str]:
 class MathTarget(FileTarget):
     name = "math"
     description = "GSM8K train (+ optional MATH non-MATH-500 problems); held-out GSM8K test; eval GSM8K, MATH-500"
+    default_reward = "math"
+    answer_format = "number"
 
     @dataclass
     class Options(CappedOptions):

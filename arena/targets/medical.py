@@ -19,7 +19,7 @@ from arena.data.io import (
 )
 from arena.errors import DataError
 from arena.schema import to_dict
-from arena.targets.base import TARGETS, CappedOptions, Example, FileTarget
+from arena.targets.base import TARGETS, CappedOptions, Conversion, Example, FileTarget
 
 MEDMCQA = "medmcqa/dev.json"  # JSON Lines despite the name
 PUBMEDQA_ALL = "pubmedqa/ori_pqal.json"
@@ -72,7 +72,7 @@ def pubmedqa_example(pmid: str, rec: dict, path) -> Example:
 def iter_medqa(path):
     """Validated MedQA (4-option) records: (1-based line, record) with options A–D and a letter answer.
 
-    Shared by the held-out probe here and the lm-eval conversion (arena/evaluation/convert.py).
+    Shared by the held-out probe and the lm-eval conversion (`medqa_records`).
     """
     for lineno, rec in iter_jsonl(path, ("question", "options", "answer_idx")):
         opts = rec["options"]
@@ -85,10 +85,67 @@ def iter_medqa(path):
         yield lineno, rec
 
 
+# -- conversions for lm-eval: raw files -> the fields the stock tasks read (checked against
+# hand-read records in tests/test_eval_tasks.py)
+
+def medqa_records(path) -> list[dict]:
+    """MedQA (jind11 raw): question, options{A..D}, answer_idx (letter) -> sent1, ending0..3, label (0..3)."""
+    out = []
+    for lineno, rec in iter_medqa(path):
+        opts = rec["options"]
+        out.append({"id": lineno, "sent1": rec["question"], **{f"ending{i}": str(opts[k]) for i, k in enumerate(LETTERS)},
+                    "label": LETTERS.index(rec["answer_idx"])})
+    return out
+
+
+def medmcqa_records(path) -> list[dict]:
+    """MedMCQA (raw dev): cop is 1-based (1..4) -> 0-based cop, as lm-eval's HF copy has it."""
+    out = []
+    for lineno, rec in iter_jsonl(path, ("question", "opa", "opb", "opc", "opd", "cop")):
+        try:
+            letter = cop_to_letter(rec["cop"])  # validates the 1-based range
+        except ValueError as e:
+            raise DataError(f"{path}: line {lineno}: field 'cop': {e}") from None
+        out.append({"id": str(rec.get("id", lineno)), "question": rec["question"],
+                    **{k: str(rec[k]) for k in ("opa", "opb", "opc", "opd")},
+                    "cop": LETTERS.index(letter), "subject_name": str(rec.get("subject_name") or "")})
+    return out
+
+
+def pubmedqa_records(all_path, test_path) -> list[dict]:
+    """PubMedQA: {pmid: record} for the PMIDs of test_ground_truth.json (500, in that file's order,
+    which is sorted by label) -> one row per item with pubid, QUESTION, CONTEXTS, final_decision."""
+    labelled, test = read_json(all_path), read_json(test_path)
+    for p, obj in ((all_path, labelled), (test_path, test)):
+        if not isinstance(obj, dict):
+            raise DataError(f"{p}: expected a JSON object keyed by PMID, got {type(obj).__name__}")
+    out = []
+    for pmid, label in test.items():
+        rec = labelled.get(pmid)
+        if rec is None:
+            raise DataError(f"{test_path}: PMID {pmid} is not in {all_path}")
+        for name in ("QUESTION", "CONTEXTS", "final_decision"):
+            if name not in rec:
+                raise DataError(f"{all_path}: PMID {pmid}: missing field {name!r}")
+        if rec["final_decision"] != label:
+            raise DataError(f"{test_path}: PMID {pmid} is labelled {label!r} but {all_path} says {rec['final_decision']!r}")
+        ctx = rec["CONTEXTS"] if isinstance(rec["CONTEXTS"], list) else [rec["CONTEXTS"]]
+        out.append({"pubid": str(pmid), "QUESTION": rec["QUESTION"], "CONTEXTS": [str(c) for c in ctx],
+                    "LONG_ANSWER": str(rec.get("LONG_ANSWER", "")), "final_decision": rec["final_decision"]})
+    return out
+
+
 @TARGETS.register("medical")
 class MedicalTarget(FileTarget):
     name = "medical"
     description = "MedMCQA dev + 500 non-test PubMedQA items; held-out MedQA test; eval MedQA (4 options), PubMedQA"
+    default_reward = "choice"
+    answer_format = "letter"  # the held-out MedQA answers are option letters
+    conversions = {
+        "medqa": Conversion({"src": MEDQA_TEST}, medqa_records),
+        "medmcqa": Conversion({"src": MEDMCQA}, medmcqa_records),
+        "pubmedqa": Conversion({"all": PUBMEDQA_ALL, "test": PUBMEDQA_TEST}, pubmedqa_records),
+    }
 
     @dataclass
     class Options(CappedOptions):
