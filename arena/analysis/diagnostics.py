@@ -20,9 +20,20 @@ from pathlib import Path
 
 import torch
 
-from arena.analysis.capture import Caps, capture_activations, capture_token_ids, check_finite, tokenizer_pad_id
+from arena.analysis.capture import (
+    Caps,
+    capture_activations,
+    capture_token_ids,
+    check_finite,
+    tokenizer_pad_id,
+)
 from arena.analysis.capture_cache import cached_capture
-from arena.analysis.module_metrics import Timer, metric_timers, module_metrics, summarize_modules
+from arena.analysis.module_metrics import (
+    Timer,
+    metric_timers,
+    module_metrics,
+    summarize_modules,
+)
 from arena.analysis.module_select import resolve_modules
 from arena.analysis.prompts import general_prompts, target_prompts
 from arena.analysis.settings import DiagnosticsSettings

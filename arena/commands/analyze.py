@@ -6,6 +6,7 @@ import json
 import sys
 
 from arena.analysis.settings import DiagnosticsSettings
+from arena.analysis.tables import format_summary, format_table
 from arena.commands import from_flags
 
 
@@ -35,8 +36,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     import torch
 
-    from arena.analysis.diagnostics import analyze_run
-    from arena.analysis.tables import format_summary, format_table
+    from arena.analysis.diagnostics import analyze_run  # loads torch and transformers
 
     log = (lambda msg: print(msg, file=sys.stderr)) if args.json else print
     if args.threads:

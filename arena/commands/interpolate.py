@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import math
 
-from arena.analysis.settings import INTERP_PATHS, INTERP_SUITES, SCORER_NAMES, InterpolationSettings
+from arena.analysis.settings import (
+    INTERP_PATHS,
+    INTERP_SUITES,
+    SCORER_NAMES,
+    InterpolationSettings,
+)
+from arena.analysis.tables import format_curve
 from arena.commands import from_flags
 from arena.errors import ArenaError, suggest
 
@@ -58,8 +64,9 @@ def parse_suites(text: str) -> list[str]:
 def run(args) -> int:
     import torch
 
-    from arena.analysis.interpolation import interpolate_run
-    from arena.analysis.tables import format_curve
+    from arena.analysis.interpolation import (
+        interpolate_run,  # loads torch and transformers
+    )
 
     if args.threads:
         torch.set_num_threads(args.threads)

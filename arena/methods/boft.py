@@ -13,7 +13,13 @@ from dataclasses import dataclass
 import torch
 
 from arena.errors import ConfigError
-from arena.methods.base import METHODS, PeftMethod, WeightAt, adapter_layers, parse_target_modules
+from arena.methods.base import (
+    METHODS,
+    PeftMethod,
+    WeightAt,
+    adapter_layers,
+    parse_target_modules,
+)
 
 
 def _fbd_available() -> bool:

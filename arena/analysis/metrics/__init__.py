@@ -12,7 +12,10 @@ summary. `arena.analysis.module_metrics` computes and summarises whatever is reg
 from __future__ import annotations
 
 # Imported for registration; this order is the order of a module's dict and of the summary.
-from arena.analysis.metrics import csd, procrustes, gram, cka, spectral  # noqa: F401, I001
+# isort: off
+from arena.analysis.metrics import csd, procrustes, gram, cka, spectral  # noqa: F401
+# isort: on
+from arena.analysis.metrics import registry
 from arena.analysis.metrics.registry import (
     AGGREGATIONS,
     DISTS,
@@ -32,12 +35,12 @@ __all__ = ["AGGREGATIONS", "DISTS", "METRICS", "DistributionInputs", "MetricSpec
 
 def metric_units() -> list[ModuleMetric]:
     """The registered metrics in registration order (the order they run in)."""
-    return list(METRICS.values())
+    return list(registry.METRICS.values())
 
 
 def sections() -> list[str]:
     """Top-level keys of a module's diagnostics dict after "shape", in order of first registration."""
-    return list(dict.fromkeys(m.section for m in METRICS.values()))
+    return list(dict.fromkeys(m.section for m in registry.METRICS.values()))
 
 
 def metric_specs() -> list[MetricSpec]:
@@ -45,7 +48,7 @@ def metric_specs() -> list[MetricSpec]:
     then the section's others (the order of today's record summary)."""
     out: list[MetricSpec] = []
     for sec in sections():
-        specs = [s for m in METRICS.values() if m.section == sec for s in m.specs]
+        specs = [s for m in registry.METRICS.values() if m.section == sec for s in m.specs]
         for d in DISTS:
             out += [s for s in specs if s.distribution == d]
         out += [s for s in specs if s.distribution is None]

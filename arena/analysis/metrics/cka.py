@@ -5,7 +5,12 @@ Formula in arena/analysis/geometry.py (`linear_cka`); imported when it runs (tor
 
 from __future__ import annotations
 
-from arena.analysis.metrics.registry import DistributionInputs, ModuleMetric, per_distribution, register
+from arena.analysis.metrics.registry import (
+    DistributionInputs,
+    ModuleMetric,
+    per_distribution,
+    register,
+)
 
 
 def _cka(x: DistributionInputs) -> dict:

@@ -18,8 +18,8 @@ from arena.analysis.metrics.registry import (
 _ABOUT = {
     "abs": ("E_t ‖ΔW h_t‖² on the base model's {dist} inputs", "squared activation norm"),
     "rel": ("E_t ‖ΔW h_t‖² / E_t ‖W0 h_t‖² on {dist} inputs: change relative to the signal", ""),
-    "un": ("E_t ‖ΔW h_t‖² / (‖ΔW‖_F² E_t ‖h_t‖²) on {dist} inputs, in [0, 1]: how much ΔW lines up "
-           "with where the inputs have energy", ""),
+    "un": (("E_t ‖ΔW h_t‖² / (‖ΔW‖_F² E_t ‖h_t‖²) on {dist} inputs, in [0, 1]: how much ΔW lines up "
+            "with where the inputs have energy"), ""),
 }
 _TABLE = {"rel": (1, ("general", "target")), "un": (2, ("general",))}
 

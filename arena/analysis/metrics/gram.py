@@ -5,7 +5,12 @@ Formula in arena/analysis/geometry.py (`gram_distortion`); imported when it runs
 
 from __future__ import annotations
 
-from arena.analysis.metrics.registry import DistributionInputs, ModuleMetric, per_distribution, register
+from arena.analysis.metrics.registry import (
+    DistributionInputs,
+    ModuleMetric,
+    per_distribution,
+    register,
+)
 
 
 def _gram(x: DistributionInputs) -> dict:

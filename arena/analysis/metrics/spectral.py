@@ -5,7 +5,12 @@ Formulas in arena/analysis/spectra.py (`spectral_profile`); imported when it run
 
 from __future__ import annotations
 
-from arena.analysis.metrics.registry import MetricSpec, ModuleInputs, ModuleMetric, register
+from arena.analysis.metrics.registry import (
+    MetricSpec,
+    ModuleInputs,
+    ModuleMetric,
+    register,
+)
 
 
 def _spectral(x: ModuleInputs) -> dict:
