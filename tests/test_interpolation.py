@@ -4,6 +4,8 @@ rules on hand-made curves, and the settings' field errors."""
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 
@@ -124,3 +126,35 @@ def test_settings_name_their_fields():
 def test_unknown_path_names_the_field(tmp_path):
     with pytest.raises(ConfigError, match=r"interpolation\.path: invalid value 'spline'"):
         load_interpolator(tmp_path, "spline")
+
+
+OFT_LIKE = '''
+"""A throw-away OFT-like method: OFT's rotation under another name, with its own generator path."""
+from arena.methods.base import METHODS
+from arena.methods.oft import OFT
+
+
+@METHODS.register("oft_like")
+class OFTLike(OFT):
+    name = "oft_like"
+'''
+
+
+def test_an_oft_like_method_is_one_module(tmp_path, monkeypatch):
+    """A new method with generators gets the generator path without any edit to arena/analysis."""
+    from conftest import tiny_overrides
+
+    from arena.config import load_run_config
+    from arena.experiment import run_training
+
+    monkeypatch.setattr(METHODS, "_items", dict(METHODS._items))
+    (tmp_path / "throwaway_oft_like.py").write_text(OFT_LIKE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "throwaway_oft_like", raising=False)
+    import throwaway_oft_like  # noqa: F401
+
+    out = tmp_path / "run"
+    run_training(load_run_config(None, tiny_overrides(method="oft_like", train__lr=3e-2, train__steps=2,
+                                                      probe__heldout=0, out=str(out))), log=lambda m: None)
+    gen, _, cfg, _ = load_interpolator(out, "generator")
+    assert cfg.method.name == "oft_like" and gen.generators and not gen.delta
