@@ -22,24 +22,23 @@ from arena.errors import ArenaError
 
 
 class Timer:
-    """Seconds per named bucket, accumulated over `with timer(name):` blocks (None: not timed)."""
+    """Seconds per named bucket, accumulated over `with timer(name):` blocks."""
 
     def __init__(self):
         self.seconds: dict[str, float] = {}
 
     @contextlib.contextmanager
-    def __call__(self, name: str | None):
+    def __call__(self, name: str):
         t0 = time.perf_counter()
         try:
             yield
         finally:
-            if name is not None:
-                self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
 
 
 def metric_timers() -> list[str]:
     """The timing buckets of the registered metrics (what the record's "metrics_s" adds up)."""
-    return list(dict.fromkeys(m.timer_name for m in metric_units() if m.timer_name is not None))
+    return list(dict.fromkeys(m.timer_name for m in metric_units()))
 
 
 def module_metrics(name: str, w0, w1, base: dict[str, Capture], tuned: dict[str, Capture],

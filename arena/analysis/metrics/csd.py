@@ -46,7 +46,7 @@ register(ModuleMetric(
 ))
 
 register(ModuleMetric(
-    name="csd_ratio", section="csd", scope="module", slot="ratio", compute=_ratio, timer=None,
+    name="csd_ratio", section="csd", scope="module", slot="ratio", compute=_ratio, timer="csd",
     specs=tuple(MetricSpec(key=f"csd_ratio_{k}", path=("csd", "ratio", k), label=f"G/T {k}",
                            description=f"CSD_{k}(general) / CSD_{k}(target): > 1 moves general-prompt "
                                        f"activations more than the target ones", higher_is_better=False,

@@ -105,11 +105,11 @@ class ModuleMetric:
     compute: Callable[[Any], dict | None]
     specs: tuple[MetricSpec, ...]
     slot: str | None = None
-    timer: str | None = ""  # timing bucket in the record's timings ("": the metric's name; None: untimed)
+    timer: str | None = None  # its bucket in the record's timings ("<timer>_s"; None: the metric's name)
 
     @property
-    def timer_name(self) -> str | None:
-        return self.name if self.timer == "" else self.timer
+    def timer_name(self) -> str:
+        return self.timer or self.name
 
 
 # Registration order is the order of a module's dict and of the summary, so this is an ordered dict.
