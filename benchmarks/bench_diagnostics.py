@@ -103,7 +103,7 @@ def _fmt(v, digits=4) -> str:
 
 
 def compare(args, work: Path) -> None:
-    from arena.analysis.diagnostics import short_name
+    from arena.analysis.tables import short_name
     from arena.analysis.interpolation import interpolate_run
     from arena.analysis.settings import InterpolationSettings
 

@@ -75,9 +75,12 @@ def test_interpolate_stores_curve(capsys, run_dir, data_dir):
     ("analyze", ["--modules", "model.layers.9.mlp.down_proj"], ["model.layers.9.mlp.down_proj", "available",
                                                                  "model.layers.0.self_attn.q_proj"]),
     ("analyze", ["--max-tokens", "0"], ["max-tokens", "positive"]),
-    ("interpolate", ["--path", "generator"], ["--path generator", "OFT or BOFT", "'lora'"]),
+    # refused once the run is known: the library names interpolation.path, the CLI rewords it as the flag
+    ("interpolate", ["--path", "generator"], ["--path: invalid value 'generator'", "boft, oft", "'lora'"]),
     ("interpolate", ["--alphas", "0,half"], ["--alphas"]),
+    ("interpolate", ["--alphas", "0,nan"], ["--alphas", "finite"]),
     ("interpolate", ["--suite", "targte"], ["--suite", "did you mean 'target'"]),
+    ("interpolate", ["--limit", "0"], ["--limit", "positive"]),
 ])
 def test_bad_input_exits_2(capsys, run_dir, command, extra, needles):
     code, out, err = _cli(capsys, command, "--run", str(run_dir), *extra)

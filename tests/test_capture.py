@@ -9,16 +9,11 @@ import copy
 import pytest
 import torch
 
-from arena.analysis.capture import (
-    Caps,
-    Capture,
-    cached_capture,
-    capture_activations,
-    default_modules,
-    encode_prompts,
-    resolve_modules,
-)
-from arena.analysis.diagnostics import compute_diagnostics, module_metrics
+from arena.analysis.capture import Caps, Capture, capture_activations, capture_token_ids
+from arena.analysis.capture_cache import cached_capture
+from arena.analysis.diagnostics import compute_diagnostics
+from arena.analysis.module_metrics import module_metrics
+from arena.analysis.module_select import default_modules, resolve_modules
 from arena.errors import ArenaError
 from arena.training.packing import chat_texts
 
@@ -39,7 +34,7 @@ def test_shapes_and_padding_removed(tiny):
     model, tok = tiny
     mods = default_modules(model)
     assert mods == [f"model.layers.1.{m}" for m in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "mlp.down_proj")]
-    ids = encode_prompts(tok, PROMPTS, Caps())
+    ids = capture_token_ids(tok, PROMPTS, Caps())
     assert ids.skip == [0] * len(PROMPTS)
     cap = capture_activations(model, ids, mods, pad_id=tok.pad_token_id, precision="fp32")
     # the tokens kept are exactly the attention-mask ones of a padded batch of the same prompts
@@ -65,12 +60,12 @@ def test_shapes_and_padding_removed(tiny):
 
 def test_caps_limit_prompts_tokens_and_length(tiny):
     _, tok = tiny
-    full = encode_prompts(tok, PROMPTS, Caps()).kept
-    assert encode_prompts(tok, PROMPTS, Caps(max_prompts=2)).kept == full[:2]
-    assert max(encode_prompts(tok, PROMPTS, Caps(max_length=10)).kept) == 10
-    cut = encode_prompts(tok, PROMPTS, Caps(max_tokens=full[0] + 3))
+    full = capture_token_ids(tok, PROMPTS, Caps()).kept
+    assert capture_token_ids(tok, PROMPTS, Caps(max_prompts=2)).kept == full[:2]
+    assert max(capture_token_ids(tok, PROMPTS, Caps(max_length=10)).kept) == 10
+    cut = capture_token_ids(tok, PROMPTS, Caps(max_tokens=full[0] + 3))
     assert cut.kept == [full[0], 3]  # the last prompt is cut to fit the token cap
-    with pytest.raises(ArenaError, match="max-tokens"):
+    with pytest.raises(ArenaError, match="diagnostics.max_tokens"):  # the settings field, not a flag
         Caps(max_tokens=0)
 
 
@@ -78,8 +73,8 @@ def test_shared_prefix_once_stores_the_common_prefix_once(tiny):
     model, tok = tiny
     mods = default_modules(model)[:1]
     prompts = ["What is 2 + 3?", "What is 14 - 7?", "What is 9 + 9?"]
-    keep = encode_prompts(tok, prompts, Caps())
-    once = encode_prompts(tok, prompts, Caps(shared_prefix="once"))
+    keep = capture_token_ids(tok, prompts, Caps())
+    once = capture_token_ids(tok, prompts, Caps(shared_prefix="once"))
     p = keep.common_prefix
     assert p >= 5 and once.common_prefix == p  # "<|im_start|>user\nWhat is " is shared
     assert once.ids == keep.ids and once.skip == [0, p, p] and once.kept == [n - k for n, k in zip(keep.kept, [0, p, p])]

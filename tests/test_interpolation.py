@@ -1,23 +1,29 @@
-"""θ(α) between base and tuned: endpoints for every registered method, the OFT/BOFT Cayley-generator
-path, and the trade-off rules on hand-made curves."""
+"""θ(α) between base and tuned: endpoints for every registered method, the generator path of every
+method that has one (OFT/BOFT: Cayley generators) and its refusal by every other, the trade-off
+rules on hand-made curves, and the settings' field errors."""
 
 from __future__ import annotations
+
+import sys
 
 import pytest
 import torch
 
-from arena.analysis.interpolation import (
-    load_interpolator,
-    parse_alphas,
-    parse_suites,
-    tradeoff,
-)
-from arena.errors import ArenaError
-from arena.methods import METHODS
+from arena.analysis.interpolator import load_interpolator
+from arena.analysis.settings import InterpolationSettings
+from arena.analysis.tradeoff import tradeoff
+from arena.errors import ConfigError
+from arena.methods import METHODS, Method
 
 # Peak LRs at which the tiny model moves visibly in a few steps (as in test_methods.py).
 LR = {"full": 1e-3, "adalora": 5e-2, "loha": 3e-2, "lokr": 3e-2, "oft": 3e-2, "boft": 5e-2, "vera": 5e-2, "ia3": 1.0}
-GENERATOR_METHODS = ["oft", "boft"]
+GENERATOR_METHODS = sorted(n for n in METHODS.names() if METHODS.get(n).generators is not Method.generators)
+
+
+def test_generator_methods():
+    # the methods that declare the generator path as their default are the ones that have one
+    assert GENERATOR_METHODS == ["boft", "oft"]
+    assert GENERATOR_METHODS == sorted(n for n in METHODS.names() if METHODS.get(n).interpolation_path == "generator")
 
 
 def _ids(tok) -> torch.Tensor:
@@ -67,8 +73,9 @@ def test_weights_path_endpoints(run):
 
 def test_generator_path(run):
     if run["name"] not in GENERATOR_METHODS:
-        with pytest.raises(ArenaError, match="--path generator needs an OFT or BOFT run"):
+        with pytest.raises(ConfigError, match="interpolation.path.*boft, oft.*this run's method is") as e:
             load_interpolator(run["out"], "generator")
+        assert e.value.field == "interpolation.path" and repr(run["name"]) in str(e.value)
         return
     gen, _, _, _ = load_interpolator(run["out"], "generator")
     dense, _, _, _ = load_interpolator(run["out"], "weights")
@@ -106,10 +113,48 @@ def test_tradeoff_rules_on_nll_curves():
     assert a["knee"]["alpha"] == 0.5
 
 
-def test_parsers():
-    assert parse_alphas("0.5, 0.25") == [0.0, 0.25, 0.5, 1.0]
-    assert parse_suites("target,general") == ["general", "target"]
-    with pytest.raises(ArenaError, match="--alphas"):
-        parse_alphas("a,b")
-    with pytest.raises(ArenaError, match="did you mean 'general'"):
-        parse_suites("genral")
+def test_settings_name_their_fields():
+    assert InterpolationSettings(alphas=[0.5, 0.25]).alphas == [0.0, 0.25, 0.5, 1.0]
+    with pytest.raises(ConfigError, match=r"interpolation\.alphas: .*finite"):
+        InterpolationSettings(alphas=[0.5, float("nan")])
+    with pytest.raises(ConfigError, match=r"interpolation\.suites: .*did you mean 'general'"):
+        InterpolationSettings(suites=["genral"])
+    with pytest.raises(ConfigError, match=r"interpolation\.limit"):
+        InterpolationSettings(limit=0)
+
+
+def test_unknown_path_names_the_field(tmp_path):
+    with pytest.raises(ConfigError, match=r"interpolation\.path: invalid value 'spline'"):
+        load_interpolator(tmp_path, "spline")
+
+
+OFT_LIKE = '''
+"""A throw-away OFT-like method: OFT's rotation under another name, with its own generator path."""
+from arena.methods.base import METHODS
+from arena.methods.oft import OFT
+
+
+@METHODS.register("oft_like")
+class OFTLike(OFT):
+    name = "oft_like"
+'''
+
+
+def test_an_oft_like_method_is_one_module(tmp_path, monkeypatch):
+    """A new method with generators gets the generator path without any edit to arena/analysis."""
+    from conftest import tiny_overrides
+
+    from arena.config import load_run_config
+    from arena.experiment import run_training
+
+    monkeypatch.setattr(METHODS, "_items", dict(METHODS._items))
+    (tmp_path / "throwaway_oft_like.py").write_text(OFT_LIKE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "throwaway_oft_like", raising=False)
+    import throwaway_oft_like  # noqa: F401
+
+    out = tmp_path / "run"
+    run_training(load_run_config(None, tiny_overrides(method="oft_like", train__lr=3e-2, train__steps=2,
+                                                      probe__heldout=0, out=str(out))), log=lambda m: None)
+    gen, _, cfg, _ = load_interpolator(out, "generator")
+    assert cfg.method.name == "oft_like" and gen.generators and not gen.delta

@@ -1,4 +1,5 @@
-"""Every registered method, on the tiny model: identity at init, learns, merges, reloads.
+"""Every registered method, on the tiny model: identity at init, learns, merges, reloads, and either
+gives the interpolation's generator path (W(0) = W0, W(1) = merged) or refuses it by its field.
 
 Parametrized over `METHODS.names()`, so a newly registered method is covered by registering it.
 All comparisons run in fp32 on CPU.
@@ -12,7 +13,8 @@ import json
 import pytest
 import torch
 
-from arena.methods import METHODS
+from arena.errors import ConfigError
+from arena.methods import METHODS, Method
 
 # Peak LRs at which the tiny random model visibly learns arith in 10 steps (measured over seeds
 # 0-3: every method's loss drops by >= 0.13 nats, most by 0.2-0.45). A method missing here gets
@@ -142,3 +144,26 @@ def test_load_run_model_reproduces_trained_model(trained, tiny_base):
     merged, _, _ = load_run_model(trained["out"])
     diff = float((_logits(merged, ids) - want).abs().max())
     assert diff <= 1e-4, f"{trained['name']}: reloaded merged logits differ by {diff:.3g}"
+
+
+def test_generator_path_contract(trained, tiny_base):
+    base, _ = tiny_base
+    name = trained["name"]
+    cls = METHODS.get(name)
+    method = cls(trained["cfg"].method.options)
+    wrapped = copy.deepcopy(trained["model"])
+    if cls.generators is Method.generators:
+        assert cls.interpolation_path == "weights", f"{name}: default path 'generator' but no generators"
+        with pytest.raises(ConfigError) as e:
+            method.generators(wrapped)
+        assert e.value.field == "interpolation.path" and repr(name) in str(e.value)
+        return
+    makers = method.generators(wrapped)
+    params = dict(base.named_parameters())
+    assert makers and set(makers) <= set(params), f"{name}: generators must be named like the plain model's weights"
+    merged = dict(method.merge(wrapped).named_parameters())
+    for n, make in makers.items():
+        w0 = params[n].detach().float().clone()
+        weight_at = make(w0)
+        assert torch.equal(weight_at(0.0), w0), f"{name}: {n} at alpha=0 is not W0"
+        torch.testing.assert_close(weight_at(1.0), merged[n].detach().float(), atol=1e-5, rtol=0)

@@ -1,7 +1,7 @@
-"""Per-token activations of chosen Linear modules on prompts, with a disk cache for the base model.
+"""Per-token activations of chosen Linear modules on prompts (the base side is cached: capture_cache.py).
 
-What is captured (DESIGN.md "Diagnostics"): forward passes on prompts only (chat template with the
-assistant header, `add_generation_prompt`), padding removed through the attention mask, at most
+What is captured (docs/design.md "Diagnostics"): forward passes on prompts only (chat template with
+the assistant header, `add_generation_prompt`), padding removed through the attention mask, at most
 `max_prompts` prompts and `max_tokens` tokens per distribution, each prompt cut at `max_length`
 tokens (the last prompt is cut to fit the token cap: causal attention makes a truncated prompt's
 activations identical to the full prompt's first tokens). Forward in bf16 autocast by default,
@@ -11,33 +11,20 @@ stored fp32. For each module: its per-token **inputs** (CSD needs the base model
 Cost control: the forward stops (an exception from the last hook) as soon as every chosen module
 has fired, so later layers and the 49k-wide LM head are never computed; modules fed the very same
 tensor (q/k/v_proj read one normalised hidden state) share one stored input.
-
-The base model's capture is the same for every run of a sweep, so `cached_capture` stores it as
-safetensors under `cache_root()/activations/`, keyed by the model identity (name + source sha), the
-exact token ids (which covers prompt set, tokenizer, chat template and caps), the module list,
-precision and torch version. The full key is kept in the file's metadata and checked on load.
 """
 
 from __future__ import annotations
 
-import fnmatch
-import json
-import os
-import re
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
-from arena.errors import ArenaError
-
-CAPTURE_VERSION = 1
-DEFAULT_LEAVES = ("q_proj", "k_proj", "v_proj", "down_proj")
-_LAYER = re.compile(r"^(.*\.layers)\.(\d+)\.(.+)$")
-
+from arena.analysis.module_select import compact_names, linear_module_names
+from arena.errors import ArenaError, ConfigError
+from arena.training.device import autocast
+from arena.training.packing import chat_texts
 
 SHARED_PREFIX = ("keep", "once")
 
@@ -59,9 +46,9 @@ class Caps:
         for name in ("max_prompts", "max_tokens", "max_length"):
             v = getattr(self, name)
             if not isinstance(v, int) or v <= 0:
-                raise ArenaError(f"{name.replace('_', '-')} must be a positive integer; got {v!r}")
+                raise ConfigError(f"diagnostics.{name}", v, "must be a positive integer")
         if self.shared_prefix not in SHARED_PREFIX:
-            raise ArenaError(f"shared-prefix {self.shared_prefix!r}: allowed: {', '.join(SHARED_PREFIX)}")
+            raise ConfigError("diagnostics.shared_prefix", self.shared_prefix, f"allowed: {', '.join(SHARED_PREFIX)}")
 
     def to_dict(self) -> dict:
         return {"max_prompts": self.max_prompts, "max_tokens": self.max_tokens, "max_length": self.max_length,
@@ -107,87 +94,6 @@ class Capture:
         return len(self.lengths)
 
 
-# -- module selection -------------------------------------------------------------------------------
-
-def linear_module_names(model: torch.nn.Module) -> list[str]:
-    return [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
-
-
-def _compact(names: list[str]) -> str:
-    """'model.layers.{0-29}.self_attn.q_proj, …' when a listing would run to hundreds of names."""
-    if len(names) <= 40:
-        return ", ".join(names)
-    groups: dict[str, list[int]] = {}
-    rest = []
-    for n in names:
-        m = _LAYER.match(n)
-        if m:
-            groups.setdefault(f"{m.group(1)}.{{}}.{m.group(3)}", []).append(int(m.group(2)))
-        else:
-            rest.append(n)
-    parts = [g.format(f"{{{min(ix)}-{max(ix)}}}") for g, ix in groups.items()]
-    return ", ".join(parts + rest)
-
-
-def decoder_depth(model: torch.nn.Module) -> tuple[str, int]:
-    """(prefix of the decoder-layer ModuleList, number of layers), e.g. ('model.layers', 30)."""
-    found: dict[str, set[int]] = {}
-    for n in linear_module_names(model):
-        m = _LAYER.match(n)
-        if m:
-            found.setdefault(m.group(1), set()).add(int(m.group(2)))
-    if not found:
-        raise ArenaError("could not find decoder layers (no Linear module named '<...>.layers.<i>.<...>'); "
-                         "pass --modules explicitly")
-    prefix = max(found, key=lambda p: len(found[p]))
-    return prefix, max(found[prefix]) + 1
-
-
-def default_modules(model: torch.nn.Module, leaves: Sequence[str] = DEFAULT_LEAVES) -> list[str]:
-    """Decoder layers round(n/3) and round(2n/3) × {q,k,v,down}_proj (SmolLM2's 30 layers: 10, 20).
-
-    A 2-layer model gives layer 1 once (the two depths coincide)."""
-    prefix, n = decoder_depth(model)
-    layers = sorted({min(n - 1, round(n / 3)), min(n - 1, round(2 * n / 3))})
-    names = set(linear_module_names(model))
-    out = []
-    for i in layers:
-        for leaf in leaves:
-            hits = sorted(x for x in names if x.startswith(f"{prefix}.{i}.") and x.rsplit(".", 1)[-1] == leaf)
-            out += hits
-    if not out:
-        raise ArenaError(f"no {'/'.join(leaves)} modules in layers {layers}; available Linear modules: "
-                         f"{_compact(linear_module_names(model))}")
-    return out
-
-
-def resolve_modules(model: torch.nn.Module, spec: Sequence[str] | str | None = None) -> list[str]:
-    """Module names from a spec: None -> `default_modules`; otherwise names or patterns, comma-separated
-    or a list. Each item is an exact Linear module name, a suffix of one ('layers.10.mlp.down_proj'),
-    a glob ('*.layers.1?.self_attn.q_proj') or a regex written 're:<pattern>'. Anything that matches no
-    Linear module raises ArenaError listing the available names."""
-    if spec is None or spec == [] or spec == "":
-        return default_modules(model)
-    items = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) for s in s.split(",")]
-    items = [s for s in items if s]
-    names = linear_module_names(model)
-    out: list[str] = []
-    for item in items:
-        if item.startswith("re:"):
-            rx = re.compile(item[3:])
-            hits = [n for n in names if rx.search(n)]
-        elif any(c in item for c in "*?["):
-            hits = [n for n in names if fnmatch.fnmatchcase(n, item)]
-        elif item in names:
-            hits = [item]
-        else:
-            hits = [n for n in names if n.endswith("." + item)]
-        if not hits:
-            raise ArenaError(f"module {item!r} matches no Linear module of this model; available: {_compact(names)}")
-        out += [h for h in hits if h not in out]
-    return out
-
-
 # -- tokenisation ------------------------------------------------------------------------------------
 
 def _common_prefix(seqs: list[list[int]]) -> int:
@@ -201,11 +107,9 @@ def _common_prefix(seqs: list[list[int]]) -> int:
     return n
 
 
-def encode_prompts(tokenizer, prompts: Sequence[str], caps: Caps) -> Encoded:
+def capture_token_ids(tokenizer, prompts: Sequence[str], caps: Caps) -> Encoded:
     """Chat-formatted prompt token ids under the caps: at most max_prompts prompts of at most
     max_length tokens, and at most max_tokens stored tokens (the last prompt is cut to fit)."""
-    from arena.training.packing import chat_texts
-
     full = []
     for p in list(prompts)[: caps.max_prompts]:
         ids = tokenizer(chat_texts(tokenizer, p)[0], add_special_tokens=False)["input_ids"][: caps.max_length]
@@ -255,15 +159,13 @@ def capture_activations(model, token_ids: Encoded | list[list[int]], modules: Se
     Rows are the real tokens only (attention mask = 1) minus each prompt's `skip` leading tokens,
     prompts in the given order; fp32 on CPU.
     """
-    from arena.training.device import autocast
-
     t0 = time.perf_counter()
     device = torch.device(device) if device is not None else next(model.parameters()).device
     lookup = dict(model.named_modules())
     missing = [m for m in modules if not isinstance(lookup.get(m), torch.nn.Linear)]
     if missing:
         raise ArenaError(f"module {missing[0]!r} is not a Linear module of this model; available: "
-                         f"{_compact(linear_module_names(model))}")
+                         f"{compact_names(linear_module_names(model))}")
     enc = Encoded.of(token_ids)
     token_ids, skip = enc.ids, enc.skip
     lengths = [len(s) for s in token_ids]
@@ -350,91 +252,6 @@ def check_finite(cap: Capture, what: str) -> None:
             if bool(bad.any()):
                 raise ArenaError(f"{what}: {int(bad.sum())} non-finite values (NaN/inf) in the {kind} of {m} "
                                  f"({tuple(t.shape)}); the model's weights or the forward pass are broken")
-
-
-# -- cache ----------------------------------------------------------------------------------------
-
-def capture_key(model_key: dict, enc: Encoded, modules: Sequence[str], caps: Caps, precision: str) -> dict:
-    from arena.analysis.prompts import sha256_json
-
-    return {"version": CAPTURE_VERSION, "model": model_key, "tokens_sha256": sha256_json([enc.ids, enc.skip]),
-            "n_prompts": len(enc.ids), "n_tokens": sum(enc.kept), "modules": list(modules), "caps": caps.to_dict(),
-            "precision": precision, "torch": torch.__version__}
-
-
-def cache_path(key: dict, cache_dir: Path | None = None) -> Path:
-    from arena.analysis.prompts import sha256_json
-    from arena.models.catalog import cache_root
-
-    folder = Path(cache_dir) if cache_dir else cache_root() / "activations"
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(key["model"].get("name", "model")))[-48:]
-    return folder / f"{slug}-{sha256_json(key)[:24]}.safetensors"
-
-
-def save_capture(cap: Capture, path: Path, key: dict) -> None:
-    from safetensors.torch import save_file
-
-    tensors = {"lengths": torch.tensor(cap.lengths, dtype=torch.int64)}
-    for m in cap.modules:
-        if m in cap.inputs and m not in cap.input_alias:
-            tensors[f"in/{m}"] = cap.inputs[m].contiguous()
-        if m in cap.outputs:
-            tensors[f"out/{m}"] = cap.outputs[m].contiguous()
-    meta = {"arena_capture": json.dumps({"key": key, "modules": cap.modules, "input_alias": cap.input_alias})}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a shared cache must be readable by its other users
-        os.replace(tmp, path)  # atomic: a concurrent reader sees the old file or the whole new one
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def load_capture(path: Path, key: dict) -> Capture | None:
-    """The cached capture, or None when absent, unreadable or stored under another key."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = json.loads((f.metadata() or {}).get("arena_capture", "{}"))
-            if meta.get("key") != key:
-                return None
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
-    except (OSError, ValueError, RuntimeError, json.JSONDecodeError):
-        return None
-    modules, alias = meta["modules"], meta.get("input_alias", {})
-    cap = Capture(modules=modules, lengths=[int(x) for x in tensors["lengths"]], input_alias=alias, cached=True, key=key)
-    cap.inputs = {m: tensors[f"in/{alias.get(m, m)}"] for m in modules if f"in/{alias.get(m, m)}" in tensors}
-    cap.outputs = {m: tensors[f"out/{m}"] for m in modules if f"out/{m}" in tensors}
-    return cap
-
-
-def cached_capture(model, tokenizer, prompts: Sequence[str], modules: Sequence[str], model_key: dict, *,
-                   caps: Caps | None = None, precision: str = "bf16-autocast", device=None, use_cache: bool = True,
-                   cache_dir: Path | None = None) -> Capture:
-    """Base-model capture (inputs and outputs) through the disk cache; computed and stored on a miss."""
-    t0 = time.perf_counter()
-    caps = caps or Caps()
-    enc = encode_prompts(tokenizer, prompts, caps)
-    key = capture_key(model_key, enc, modules, caps, precision)
-    path = cache_path(key, cache_dir)
-    if use_cache and path.is_file():
-        cap = load_capture(path, key)
-        if cap is not None:
-            cap.seconds = time.perf_counter() - t0
-            return cap
-    cap = capture_activations(model, enc, modules, pad_id=tokenizer_pad_id(tokenizer), device=device,
-                              precision=precision)
-    check_finite(cap, "base model")
-    cap.key = key
-    if use_cache:
-        save_capture(cap, path, key)
-    cap.seconds = time.perf_counter() - t0
-    return cap
 
 
 def tokenizer_pad_id(tokenizer) -> int:

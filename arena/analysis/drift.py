@@ -1,5 +1,5 @@
 """Capability-conditioned drift (CSD) of one linear module (PEFT-Arena's definition; see
-/work/shared/DESIGN.md "Diagnostics").
+docs/design.md "Diagnostics").
 
 A weight update changes a module's output only through ΔW h on the inputs the module actually sees,
 so CSD weights ΔW = W1 − W0 by the **base model's** per-token inputs h on a distribution D (general

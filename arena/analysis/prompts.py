@@ -1,4 +1,4 @@
-"""The prompt distributions of the diagnostics (DESIGN.md "Diagnostics").
+"""The prompt distributions of the diagnostics (docs/design.md "Diagnostics").
 
 - "general": IFEval prompts and NQ-open questions, the same seeded selection as the evaluation
   layer's general NLL proxy (`arena.evaluation.proxies.general_prompts`), but interleaved
@@ -15,6 +15,8 @@ import hashlib
 import json
 
 from arena.errors import ArenaError
+from arena.evaluation.proxies import ProxySettings
+from arena.evaluation.proxies import general_prompts as proxy_prompts
 
 
 def sha256_json(obj) -> str:
@@ -23,9 +25,6 @@ def sha256_json(obj) -> str:
 
 def general_prompts(data_dir: str | None, n_per_source: int, seed: int = 1234) -> list[str]:
     """`n_per_source` IFEval prompts and as many NQ-open questions (seeded), interleaved."""
-    from arena.evaluation.proxies import ProxySettings
-    from arena.evaluation.proxies import general_prompts as proxy_prompts
-
     if n_per_source <= 0:
         raise ArenaError(f"general prompts: n_per_source must be positive; got {n_per_source}")
     items = proxy_prompts(data_dir, ProxySettings(n_ifeval=n_per_source, n_nq=n_per_source, seed=seed))

@@ -7,10 +7,11 @@ seeds), so the command and the sweep stage cannot drift apart.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Literal, Optional, Union
+from typing import Literal, Optional
 
-from arena.errors import ConfigError
+from arena.errors import ConfigError, suggest
 
 INTERP_PATHS = ("weights", "generator")
 INTERP_SUITES = ("general", "target")
@@ -54,12 +55,14 @@ class InterpolationSettings:
             raise ConfigError("interpolation.limit", self.limit, "must be a positive integer")
         if not self.alphas:
             raise ConfigError("interpolation.alphas", self.alphas, "give at least one alpha, e.g. [0, 0.5, 1]")
+        for a in self.alphas:
+            if isinstance(a, bool) or not isinstance(a, (int, float)) or not math.isfinite(a):
+                raise ConfigError("interpolation.alphas", a, "expected finite numbers such as [0, 0.25, 0.5, 0.75, 1]")
         for s in self.suites:
             if s not in INTERP_SUITES:
-                raise ConfigError("interpolation.suites", s, f"allowed: {', '.join(INTERP_SUITES)}")
+                raise ConfigError("interpolation.suites", s, f"allowed: {', '.join(INTERP_SUITES)}"
+                                                             f"{suggest(str(s), INTERP_SUITES)}")
         if not self.suites:
             raise ConfigError("interpolation.suites", self.suites, f"give at least one of: {', '.join(INTERP_SUITES)}")
         self.alphas = sorted({float(a) for a in self.alphas} | {0.0, 1.0})
 
-
-AlphaList = Union[str, list]

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import sys
+
+from arena.analysis.settings import DiagnosticsSettings
+from arena.analysis.tables import format_summary, format_table
+from arena.commands import from_flags
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("analyze", help="forgetting diagnostics of a finished run (CSD, geometry, spectra)")
@@ -27,14 +34,9 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    import json
-    import sys
-
     import torch
 
-    from arena.analysis.diagnostics import analyze_run, format_summary, format_table
-    from arena.analysis.settings import DiagnosticsSettings
-    from arena.commands import from_flags
+    from arena.analysis.diagnostics import analyze_run  # loads torch and transformers
 
     log = (lambda msg: print(msg, file=sys.stderr)) if args.json else print
     if args.threads:
@@ -43,7 +45,9 @@ def run(args) -> int:
                           max_tokens=args.max_tokens,
                           max_length=args.max_length, shared_prefix=args.shared_prefix, precision=args.precision,
                           data_dir=args.data_dir, use_cache=not args.no_cache)
-    diag = analyze_run(args.run, settings, device=args.device, write=not args.no_write, log=log)
+    # As for the settings: a field error raised once the run is known is reworded as the flag.
+    diag = from_flags(lambda **kw: analyze_run(args.run, settings, **kw), "diagnostics", device=args.device,
+                      write=not args.no_write, log=log)
     if args.json:
         print(json.dumps(diag, indent=2))
         return 0

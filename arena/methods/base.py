@@ -4,18 +4,26 @@ A `Method` turns a plain causal LM into a trainable one (`wrap`), says which ten
 (`trainable_state_dict`, what a checkpoint stores), and turns the trained model back into a plain
 model (`merge`) so that evaluation, diagnostics and interpolation see one kind of object whatever
 the method. PEFT methods differ only in the `peft` config they build, so a new PEFT method is a
-subclass with an `Options` dataclass and a `peft_config()`.
+subclass with an `Options` dataclass and a `peft_config()`. A method whose update is a function of
+its own generator (OFT, BOFT) also gives `generators`, which the interpolation's "generator" path
+scales; nothing outside the method's module knows about its layers.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 
-from arena.errors import ConfigError
+from arena.errors import ArenaError, ConfigError
+from arena.models.loader import unwrap_peft
 from arena.registry import Registry
+
+WeightAt = Callable[[float], torch.Tensor]  # α -> the weight of one parameter at α
+"""A parameter's path θ(α): called with α, returns the weight (fp32) to write into the model."""
 
 
 def parse_target_modules(value: str) -> str | list[str]:
@@ -98,10 +106,22 @@ class Method:
             trainable += p.numel() if p.requires_grad else 0
         return trainable, total
 
+    # -- interpolation -------------------------------------------------------------------
+    def generators(self, model: torch.nn.Module) -> dict[str, Callable[[torch.Tensor], WeightAt]]:
+        """The "generator" interpolation path: {parameter name: W0 -> (α -> W(α))} of an unmerged model.
+
+        Names are those of the plain (unwrapped) model's parameters. Each factory is called after the
+        model has been merged, with the parameter's base value W0 (fp32), and must return a function
+        with W(0) = W0 exactly and W(1) = the merged weight; parameters not listed follow the weights
+        path θ0 + α·ΔW. A method without a generator of its own refuses the path.
+        """
+        having = sorted(n for n in METHODS.names() if METHODS.get(n).generators is not Method.generators)
+        raise ConfigError("interpolation.path", "generator",
+                          f"needs a method with a generator to scale ({', '.join(having)}); this run's method "
+                          f"is {self.name!r}: use weights")
+
     @classmethod
     def describe(cls) -> dict:
-        import dataclasses
-
         return {
             "name": cls.name,
             "description": cls.description,
@@ -136,6 +156,25 @@ class PeftMethod(Method):
 
     def merge(self, model: torch.nn.Module) -> torch.nn.Module:
         return model.merge_and_unload()
+
+
+def adapter_layers(model: torch.nn.Module, layer_type: type) -> list[tuple[str, Any, str]]:
+    """(module name, peft layer, adapter name) of every `layer_type` adapter of an unmerged peft model.
+
+    Module names are those of the plain model inside the wrapper. The generator paths rewrite a
+    Linear weight from one adapter, so other base layers or several active adapters are refused.
+    """
+    out = []
+    for name, layer in unwrap_peft(model).named_modules():
+        if not isinstance(layer, layer_type):
+            continue
+        if not isinstance(layer.get_base_layer(), torch.nn.Linear):
+            raise ArenaError(f"generator path: {name} is not a Linear layer (only Linear adapters are supported)")
+        adapters = list(layer.active_adapters)
+        if len(adapters) != 1:
+            raise ArenaError(f"generator path: {name} has {len(adapters)} active adapters; expected 1")
+        out.append((name, layer, adapters[0]))
+    return out
 
 
 METHODS: Registry[type[Method]] = Registry("method")

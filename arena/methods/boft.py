@@ -1,17 +1,52 @@
-"""BOFT (Liu et al. 2024): OFT with butterfly-factorised orthogonal matrices (denser rotations, fewer params)."""
+"""BOFT (Liu et al. 2024): OFT with butterfly-factorised orthogonal matrices (denser rotations, fewer params).
+
+Interpolation ("generator" path): as OFT's, the butterfly generators are scaled by α before the
+Cayley transform, and the output scale s is interpolated linearly, s(α) = 1 + α(s − 1).
+"""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
+
 from arena.errors import ConfigError
-from arena.methods.base import METHODS, PeftMethod, parse_target_modules
+from arena.methods.base import (
+    METHODS,
+    PeftMethod,
+    WeightAt,
+    adapter_layers,
+    parse_target_modules,
+)
 
 
 def _fbd_available() -> bool:
-    import torch
-
     return torch.cuda.is_available()
+
+
+def boft_weight_at(layer, adapter: str, w0: torch.Tensor) -> WeightAt:
+    """α -> the BOFT-merged weight with generators α·G and scale 1 + α(s − 1), for one Linear layer."""
+    g = layer.boft_R[adapter]
+    s = layer.boft_s[adapter]
+    g0, s0 = g.detach().float().clone(), s.detach().float().clone()
+    eye = torch.eye(w0.shape[1], dtype=torch.float32)
+
+    @torch.no_grad()
+    def weight_at(alpha: float) -> torch.Tensor:
+        saved_g, saved_s = g.data, s.data
+        g.data, s.data = g0 * alpha, 1.0 + alpha * (s0 - 1.0)
+        try:
+            m, scale = layer.get_delta_weight(adapter)
+            # peft returns the boft_s Parameter itself: copy it before its data is restored
+            m, scale = m.detach().float().clone(), scale.detach().float().clone()
+        finally:
+            g.data, s.data = saved_g, saved_s
+        # merge writes (W0 Mᵀ) * s = W0 + W0 (M − I)ᵀ s + W0 (s − 1)
+        return w0 + (w0 @ (m - eye).T) * scale + w0 * (scale - 1.0)
+
+    return weight_at
 
 
 @METHODS.register("boft")
@@ -40,6 +75,12 @@ class BOFT(PeftMethod):
                 raise ConfigError("n_butterfly_factor", self.n_butterfly_factor,
                                   "factors > 1 need peft's BOFT CUDA extension (a CUDA GPU with a build toolchain); use 1 here")
             parse_target_modules(self.target_modules)
+
+    def generators(self, model) -> dict[str, Callable[[torch.Tensor], WeightAt]]:
+        from peft.tuners.boft.layer import BOFTLayer
+
+        return {f"{name}.weight": functools.partial(boft_weight_at, layer, adapter)
+                for name, layer, adapter in adapter_layers(model, BOFTLayer)}
 
     def peft_config(self, model, total_steps):
         from peft import BOFTConfig

@@ -3,14 +3,51 @@
 Orthogonal updates preserve the angles between W0's neurons (hyperspherical energy), which is
 PEFT-Arena's explanation for OFT's low forgetting. The block size must divide the input width
 of every adapted layer.
+
+Interpolation ("generator" path): the skew-symmetric generator Q (OFT's trainable parameters) is
+scaled by α before the Cayley transform, W(α) = W0 · R(αQ)ᵀ, so every intermediate weight is an
+exact rotation of W0 (PEFT-Arena reports it keeps more general ability at the same target level).
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
+
 from arena.errors import ConfigError
-from arena.methods.base import METHODS, PeftMethod, parse_target_modules, targeted_linears
+from arena.methods.base import (
+    METHODS,
+    PeftMethod,
+    WeightAt,
+    adapter_layers,
+    parse_target_modules,
+    targeted_linears,
+)
+
+
+def oft_weight_at(layer, adapter: str, w0: torch.Tensor) -> WeightAt:
+    """α -> W0 · R(αQ)ᵀ for one OFT Linear layer (Q cloned now, so later merges do not matter)."""
+    rot = layer.oft_R[adapter]
+    q = rot.weight.detach().float().clone()
+    eye = torch.eye(w0.shape[1], dtype=torch.float32)
+
+    @torch.no_grad()
+    def weight_at(alpha: float) -> torch.Tensor:
+        saved = rot.weight.data
+        rot.weight.data = q * alpha  # peft's own Cayley (Neumann or exact, COFT projection) on αQ
+        try:
+            # = layer.get_delta_weight(adapter) for fp32 weights; calling the rotation module itself
+            # keeps the (merged, now unused) base layer out of this closure and so frees it
+            r = rot.get_weight().detach().float()
+        finally:
+            rot.weight.data = saved
+        # merge writes W0 Rᵀ; written as W0 + W0 (R − I)ᵀ so that α = 0 (R = I) is exactly W0
+        return w0 + w0 @ (r - eye).T
+
+    return weight_at
 
 
 @METHODS.register("oft")
@@ -52,6 +89,12 @@ class OFT(PeftMethod):
                 f"must divide the input width of every adapted layer; {len(bad)} layer(s) do not "
                 f"(e.g. {example}: {bad[example]}). Widths here: {widths}; block sizes that fit: {divisors[-8:]}",
             )
+
+    def generators(self, model) -> dict[str, Callable[[torch.Tensor], WeightAt]]:
+        from peft.tuners.oft.layer import OFTLayer
+
+        return {f"{name}.weight": functools.partial(oft_weight_at, layer, adapter)
+                for name, layer, adapter in adapter_layers(model, OFTLayer)}
 
     def peft_config(self, model, total_steps):
         from peft import OFTConfig

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from arena.errors import ConfigError
 from arena.methods.base import METHODS
 from arena.methods.lora import LoRA, LowRankOptions
 
@@ -19,8 +20,6 @@ class PissaOptions(LowRankOptions):
 
     def __post_init__(self):
         super().__post_init__()
-        from arena.errors import ConfigError
-
         if self.svd not in ("exact", "fast"):
             raise ConfigError("svd", self.svd, "allowed: exact, fast")
 
