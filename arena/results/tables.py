@@ -7,24 +7,14 @@ from typing import Optional
 
 import pandas as pd
 
+from arena.analysis.metrics import summary_specs
 from arena.results.flatten import DIAG_PREFIX, get_path
 from arena.results.run_record import RunRecord
 
-_DISTS = ("general", "target")
-# Every per-module scalar `arena analyze` records, as (column, path into the module's dict). The
-# names are those of the run summary (diagnostics.summary, mean over modules), so one metric has
-# one name in both tables.
-MODULE_COLUMNS = [
-    *[(f"csd_{k}_{d}", ("csd", d, k)) for d in _DISTS for k in ("abs", "rel", "un")],
-    *[(f"csd_ratio_{k}", ("csd", "ratio", k)) for k in ("abs", "rel", "un")],
-    *[(f"{m}_{d}", ("geometry", d, m)) for d in _DISTS for m in ("procrustes", "procrustes_raw", "gram", "cka")],
-    ("dw_frobenius", ("spectral", "frobenius_norm")),
-    ("dw_effective_rank", ("spectral", "effective_rank")),
-    ("dw_principal_fraction", ("spectral", "principal_fraction")),
-    ("dw_principal_left_fraction", ("spectral", "principal_left_fraction")),
-    ("dw_principal_right_fraction", ("spectral", "principal_right_fraction")),
-    ("dw_top_sv_rel_change", ("spectral", "top_sv_rel_change")),
-]
+# Every per-module scalar the run summary averages, as (column, path into the module's dict), from the
+# diagnostic metric registry (torch-free metadata), so one metric has one name in both tables and a
+# new registered metric appears here without an edit.
+MODULE_COLUMNS = [(s.key, tuple(s.path)) for s in summary_specs()]
 
 
 def benchmark_table(rec: RunRecord) -> pd.DataFrame:
