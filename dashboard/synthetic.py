@@ -1,7 +1,7 @@
 """Synthetic run records in the schema `run_training` + `arena eval` + `arena analyze` +
 `arena interpolate` + the sweep runner write, for tests and demos of the dashboard and reports.
 
-    python -m dashboard.synthetic /tmp/demo --seeds 0 1 2 && arena dashboard --results /tmp/demo
+    python -m dashboard.synthetic results/demo --seeds 0 1 2 && arena dashboard --results results/demo
 
 The default method profiles follow a CPU pilot (plasticity / general ΔCE of SmolLM2-135M after 40
 steps of SFT on GSM8K); accuracies and diagnostics are made up but consistent with them. Seeded
