@@ -237,7 +237,8 @@ def test_step_probe_settings_come_from_python_not_the_run_config():
 @pytest.mark.slow
 def test_real_model_ifeval_runs_the_sentence_counting_prompts():
     """SmolLM2-135M-Instruct on 8 IFEval prompts whose checkers need punkt_tab (acceptance): they
-    run on real, non-empty responses without the late LookupError docs/design.md "IFEval needs punkt_tab" warns about."""
+    run on real, non-empty responses without the late LookupError that docs/design.md "IFEval needs
+    punkt_tab" warns about."""
     from arena.evaluation.punkt import PUNKT_INSTRUCTIONS
     from arena.evaluation.runner import plan, run_tasks
     from arena.models import catalog

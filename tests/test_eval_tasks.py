@@ -135,8 +135,8 @@ def test_ifeval_subsets_keep_the_sentence_counting_prompts(built):
 
 @needs_data
 def test_ifeval_sentence_checkers_run_with_punkt_tab_on_all_64_prompts(built):
-    """The misleading failure (docs/design.md "IFEval needs punkt_tab"): only these prompts need punkt_tab, and only for a
-    non-empty response. Score a real multi-sentence response on every one of them."""
+    """The misleading failure (docs/design.md "IFEval needs punkt_tab"): only these prompts need
+    punkt_tab, and only for a non-empty response. Score a real multi-sentence response on every one of them."""
     from lm_eval.tasks.ifeval.utils import process_results
 
     ensure_punkt(str(DATA))
