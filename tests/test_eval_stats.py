@@ -8,12 +8,13 @@ import pytest
 
 from arena.evaluation import stats
 from arena.evaluation.api import compare
+from arena.results.stats import ratio_mean_se
 
 
 def test_ratio_mean_se_plain_accuracy_is_binomial_with_n_minus_1():
     # y = 1,0,1,1: p = 3/4; Σ(y−p)² = 3·(1/4)² + (3/4)² = 3/4; SE = sqrt(4/3 · 3/4)/4 = 1/4
     # and sqrt(p(1−p)/(n−1)) = sqrt((3/16)/3) = 1/4.
-    p, se = stats.ratio_mean_se([1, 0, 1, 1])
+    p, se = ratio_mean_se([1, 0, 1, 1])
     assert p == pytest.approx(0.75)
     assert se == pytest.approx(0.25)
     assert se == pytest.approx(math.sqrt(0.75 * 0.25 / 3))
@@ -22,16 +23,16 @@ def test_ratio_mean_se_plain_accuracy_is_binomial_with_n_minus_1():
 def test_ratio_mean_se_clusters_instruction_level_by_prompt():
     # prompt 1: 2 of 2 instructions followed, prompt 2: 0 of 1 -> p = 2/3;
     # residuals y − p·k = 2 − 4/3 = 2/3 and 0 − 2/3; Σ² = 8/9; SE = sqrt(2 · 8/9) / 3 = 4/9.
-    p, se = stats.ratio_mean_se([2, 0], [2, 1])
+    p, se = ratio_mean_se([2, 0], [2, 1])
     assert p == pytest.approx(2 / 3)
     assert se == pytest.approx(4 / 9)
 
 
 def test_ratio_mean_se_edge_cases():
-    assert all(math.isnan(x) for x in stats.ratio_mean_se([]))
-    p, se = stats.ratio_mean_se([1])
+    assert all(math.isnan(x) for x in ratio_mean_se([]))
+    p, se = ratio_mean_se([1])
     assert p == 1 and math.isnan(se)
-    assert stats.ratio_mean_se([0, 0, 0]) == (0.0, 0.0)
+    assert ratio_mean_se([0, 0, 0]) == (0.0, 0.0)
 
 
 def test_average_of_independent_estimates():
@@ -74,7 +75,7 @@ def test_axis_marks_missing_members():
 
 def _res(ifeval_y, nq_y, arith_y, bbh):
     def task(y):
-        p, se = stats.ratio_mean_se(y)
+        p, se = ratio_mean_se(y)
         return {"score": p, "se": se, "n": len(y), "units": {"doc_ids": list(range(len(y))), "y": y}}
 
     subs = {name: task(y) for name, y in bbh.items()}

@@ -19,9 +19,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from arena.data.io import data_file, iter_jsonl, sha256_file, stable_shuffle
-from arena.evaluation import stats
 from arena.models.catalog import cache_root
 from arena.records import atomic_write_text
+from arena.results.stats import ratio_mean_se
 from arena.targets.base import Example
 
 IFEVAL = "ifeval/input_data.jsonl"
@@ -111,7 +111,7 @@ def nll_entry(model, tokenizer, examples: list[Example], device, precision: str,
     vals = per_example_nll(model, tokenizer, examples, device, precision, s.seq_len)
     keep = [(i, v) for i, v in enumerate(vals) if v is not None]
     units = {"doc_ids": [i for i, _ in keep], "y": [v[0] for _, v in keep], "k": [v[1] for _, v in keep]}
-    score, se = stats.ratio_mean_se(units["y"], units["k"])
+    score, se = ratio_mean_se(units["y"], units["k"])
     return {"score": score, "se": se, "n": len(keep), "tokens": int(sum(units["k"])),
             "dropped": len(vals) - len(keep), "units": units}
 

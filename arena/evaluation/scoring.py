@@ -10,6 +10,7 @@ from __future__ import annotations
 from arena.evaluation import stats
 from arena.evaluation.build import Subtask
 from arena.evaluation.tasks import TaskDef
+from arena.results.stats import ratio_mean_se
 
 
 def _units(samples: list[dict], metric: str) -> dict:
@@ -31,7 +32,7 @@ def _units(samples: list[dict], metric: str) -> dict:
 
 
 def _metric_entry(units: dict) -> dict:
-    score, se = stats.ratio_mean_se(units["y"], units.get("k"))
+    score, se = ratio_mean_se(units["y"], units.get("k"))
     entry = {"score": score, "se": se, "n": len(units["y"])}
     if "k" in units:
         entry["n_units"] = int(sum(units["k"]))

@@ -1,5 +1,8 @@
 """Scores, standard errors and the two axes, as pure functions over per-document results.
 
+The per-benchmark ratio estimator (first formula below) is `arena.results.stats.ratio_mean_se`,
+shared with the results library; this module builds the averages, paired deltas and axes on it.
+
 Every benchmark score is a ratio estimator over documents i = 1..n: each document contributes y_i
 successes out of k_i units (k_i = 1 for ordinary accuracy; for IFEval's instruction-level accuracy
 y_i is the number of instructions of prompt i that were followed and k_i the number it has).
@@ -30,7 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 
-from arena.results.stats import ratio_mean_se  # the ratio estimator above; results and evaluation share it
+from arena.results.stats import ratio_mean_se
 
 NAN = float("nan")
 
