@@ -13,6 +13,10 @@ import fcntl
 from collections.abc import Callable
 from pathlib import Path
 
+import yaml
+
+from arena.components import build_components
+from arena.config import run_config_from_dict
 from arena.errors import ArenaError
 from arena.records import read_record, write_record
 
@@ -54,10 +58,6 @@ def check_run_folder(run_dir: str | Path) -> Path:
 
 def read_run_config(run_dir: str | Path):
     """The RunConfig that trained a finished run (checked before any model is loaded)."""
-    import yaml
-
-    from arena.config import run_config_from_dict
-
     run_dir = check_run_folder(run_dir)
     return run_config_from_dict(yaml.safe_load((run_dir / CONFIG).read_text()))
 
@@ -83,8 +83,6 @@ def load_run_model(run_dir: str | Path, merged: bool = True, device="cpu"):
     """
     import torch
     from safetensors.torch import load_file
-
-    from arena.components import build_components
 
     cfg = read_run_config(run_dir)
     method, _, _ = build_components(cfg, check_data=False)

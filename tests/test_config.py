@@ -176,7 +176,7 @@ def test_defaults():
 @pytest.mark.parametrize("name", ["vera", "full"])
 def test_lr_defaults_to_the_methods(name, tiny_run_config):
     from arena.experiment import run_training
-    from arena.methods import METHODS
+    from arena.components import METHODS
 
     cfg = tiny_run_config(method=name, train__steps=1, probe__heldout=0)
     assert cfg.train.lr is None
@@ -217,3 +217,57 @@ def test_shipped_configs_load():
             load_run_config(str(path))
             kinds.add("run")
     assert kinds == {"sweep", "run"}
+
+
+def test_config_layer_imports_no_torch():
+    """Loading and validating configs must stay cheap: the registries import components lazily."""
+    import subprocess
+    import sys
+
+    code = ("import sys, arena.config, arena.runs, arena.components, arena.sweep_config, arena.cli\n"
+            "heavy = [m for m in ('torch', 'transformers', 'peft', 'lm_eval') if m in sys.modules]\n"
+            "assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+def _package(tmp_path, name: str, modules: dict) -> None:
+    pkg = tmp_path / name
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    for mod, body in modules.items():
+        (pkg / f"{mod}.py").write_text(body)
+
+
+def test_registry_discovers_its_package_once(tmp_path, monkeypatch):
+    import importlib
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    body = "from gadgets_ok.registry import GADGETS\n@GADGETS.register({!r})\nclass G: pass\n"
+    _package(tmp_path, "gadgets_ok", {
+        "registry": "from arena.registry import Registry\nGADGETS = Registry('gadget', package='gadgets_ok')\n",
+        "alpha": body.format("alpha"), "beta": body.format("beta"),
+        "_private": "raise RuntimeError('private modules are not imported')"})
+    reg = importlib.import_module("gadgets_ok.registry").GADGETS
+    assert reg.names() == ["alpha", "beta"]  # found by module name, nothing lists them
+    assert "alpha" in reg and reg.get("beta").__name__ == "G"
+    with pytest.raises(ConfigError, match="known gadgets: alpha, beta"):
+        reg.get("gamma", field="thing.name")
+
+
+def test_registry_discovery_failure_is_not_silent(tmp_path, monkeypatch):
+    from arena.registry import Registry
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    _package(tmp_path, "gadgets_broken", {"bad": "raise ImportError('needs a missing library')"})
+    reg = Registry("gadget", package="gadgets_broken")
+    for _ in range(2):  # a failed discovery is retried, never taken as "no entries"
+        with pytest.raises(ImportError, match="missing library"):
+            reg.names()
+
+
+def test_builtin_registries_find_every_component_module():
+    from arena.components import METHODS, OBJECTIVES, TARGETS
+
+    assert {"lora", "oft", "full", "vera"} <= set(METHODS.names())
+    assert set(TARGETS.names()) >= {"arith", "math", "medical"}
+    assert set(OBJECTIVES.names()) >= {"sft", "grpo", "opd", "gkd"}

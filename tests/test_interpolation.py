@@ -13,7 +13,7 @@ from arena.analysis.interpolation import (
     tradeoff,
 )
 from arena.errors import ArenaError
-from arena.methods import METHODS
+from arena.components import METHODS
 
 # Peak LRs at which the tiny model moves visibly in a few steps (as in test_methods.py).
 LR = {"full": 1e-3, "adalora": 5e-2, "loha": 3e-2, "lokr": 3e-2, "oft": 3e-2, "boft": 5e-2, "vera": 5e-2, "ia3": 1.0}

@@ -24,7 +24,8 @@ from arena.data import (
 )
 from arena.errors import ConfigError, DataError
 from arena.schema import build
-from arena.targets import TARGETS, Example
+from arena.components import TARGETS
+from arena.targets.base import Example
 from arena.targets.arith import ArithTarget, problem_space
 from arena.targets.math import last_boxed, parse_gsm8k_answer
 from arena.targets.medical import cop_to_letter

@@ -33,7 +33,7 @@ def make_target(target, data_dir: str | None, options: dict | None = None):
     if target is None or not isinstance(target, str):
         return target
     from arena.schema import build
-    from arena.targets import TARGETS
+    from arena.components import TARGETS
 
     cls = TARGETS.get(target, field="target")
     return cls(build(cls.Options, options or {}, prefix="target"), data_dir)
@@ -42,7 +42,7 @@ def make_target(target, data_dir: str | None, options: dict | None = None):
 def _target_for(suites: list[str], target, data_dir, options):
     """The target: given, or named by a suite ("--suite arith" means the arith target)."""
     from arena.errors import ConfigError
-    from arena.targets import TARGETS
+    from arena.components import TARGETS
 
     named = [x for x in suites if x in TARGETS]
     if len(named) > 1:

@@ -123,7 +123,7 @@ def arith_target(target):
     """The run's arith target, or one with default options when the run's target is another one."""
     if target is not None and getattr(target, "name", None) == "arith":
         return target
-    from arena.targets import TARGETS
+    from arena.components import TARGETS
 
     cls = TARGETS.get("arith")
     return cls(cls.Options(), None)

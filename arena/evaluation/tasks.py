@@ -346,7 +346,7 @@ def resolve_tasks(suites: list[str], target=None, tasks: list[str] | None = None
     `tasks` keeps only the named benchmarks of the chosen suites; a name in `tasks` that no suite
     holds is added on its own (axis 'extra'), so `--tasks medmcqa` works with any suite.
     """
-    from arena.targets import TARGETS
+    from arena.components import TARGETS
 
     if not suites:
         raise ConfigError("suite", suites, "give at least one of: general, target, " + ", ".join(TARGETS.names()))

@@ -15,7 +15,6 @@ from typing import Any, ClassVar
 import torch
 
 from arena.errors import ConfigError
-from arena.registry import Registry
 
 
 def parse_target_modules(value: str) -> str | list[str]:
@@ -136,6 +135,3 @@ class PeftMethod(Method):
 
     def merge(self, model: torch.nn.Module) -> torch.nn.Module:
         return model.merge_and_unload()
-
-
-METHODS: Registry[type[Method]] = Registry("method")

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from arena.errors import ConfigError
-from arena.methods.base import METHODS, PeftMethod, parse_target_modules
+from arena.components import METHODS
+from arena.methods.base import PeftMethod, parse_target_modules
 
 
 @dataclass

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from arena.errors import ConfigError
-from arena.methods.base import METHODS, PeftMethod, parse_target_modules, targeted_linears
+from arena.components import METHODS
+from arena.methods.base import PeftMethod, parse_target_modules, targeted_linears
 
 
 @METHODS.register("oft")

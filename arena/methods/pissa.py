@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from arena.methods.base import METHODS
+from arena.components import METHODS
 from arena.methods.lora import LoRA, LowRankOptions
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Optional
 
-from arena.registry import Registry
-
 
 @dataclass
 class Example:
@@ -80,6 +78,3 @@ class FileTarget(Target):
         from arena.data.io import check_files
 
         check_files(self.data_dir, self._files(), needed_by=f"target {self.name!r}")
-
-
-TARGETS: Registry[type[Target]] = Registry("target")

@@ -19,7 +19,8 @@ from arena.data.io import (
 )
 from arena.errors import DataError
 from arena.schema import to_dict
-from arena.targets.base import TARGETS, CappedOptions, Example, FileTarget
+from arena.components import TARGETS
+from arena.targets.base import CappedOptions, Example, FileTarget
 
 MEDMCQA = "medmcqa/dev.json"  # JSON Lines despite the name
 PUBMEDQA_ALL = "pubmedqa/ori_pqal.json"
