@@ -23,7 +23,8 @@ from typing import Callable, Optional
 import yaml
 
 from arena.errors import ArenaError
-from arena.sweep_config import RunSpec, SweepConfig, expand
+from arena.sweeps.expand import RunSpec, expand
+from arena.sweeps.spec import SweepConfig
 from runners import state as S
 from runners.local import LocalExecutor, Outcome, Task
 

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from arena.sweep_config import RunSpec, stage_fingerprint
+from arena.sweeps.expand import RunSpec, stage_fingerprint
 
 Log = Callable[[str], None]
 

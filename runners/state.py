@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Optional
 
 from arena.records import RECORD, atomic_write_text
-from arena.sweep_config import RunSpec, stage_fingerprint
+from arena.sweeps.expand import RunSpec, stage_fingerprint
 
 PLAN = "plan.json"
 META = ".sweep"

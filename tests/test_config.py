@@ -205,7 +205,8 @@ def test_shipped_configs_load():
     """Every shipped YAML validates: sweep configs (they list `methods`) as sweeps, the rest as runs."""
     import yaml
 
-    from arena.sweep_config import expand, load_sweep_config
+    from arena.sweeps.expand import expand
+    from arena.sweeps.load import load_sweep_config
 
     configs = sorted((REPO / "configs").glob("*.yaml"))
     kinds = set()
@@ -224,7 +225,7 @@ def test_config_layer_imports_no_torch():
     import subprocess
     import sys
 
-    code = ("import sys, arena.config, arena.runs, arena.components, arena.sweep_config, arena.cli\n"
+    code = ("import sys, arena.config, arena.runs, arena.components, arena.sweeps.load, arena.cli\n"
             "heavy = [m for m in ('torch', 'transformers', 'peft', 'lm_eval') if m in sys.modules]\n"
             "assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
@@ -271,3 +272,21 @@ def test_builtin_registries_find_every_component_module():
     assert {"lora", "oft", "full", "vera"} <= set(METHODS.names())
     assert set(TARGETS.names()) >= {"arith", "math", "medical"}
     assert set(OBJECTIVES.names()) >= {"sft", "grpo", "opd", "gkd"}
+
+
+def test_schema_coerces_typed_mappings_and_names_the_inner_field():
+    from dataclasses import dataclass
+    from typing import Optional, Union
+
+    from arena.schema import build
+
+    @dataclass
+    class Opts:
+        lr: Union[float, dict[str, float], None] = None
+
+    assert build(Opts, {"lr": {"sft": "1e-4"}}).lr == {"sft": 1e-4}  # YAML 1.1 reads 1e-4 as a string
+    assert build(Opts, {"lr": "2e-3"}).lr == 2e-3
+    with pytest.raises(ConfigError, match=r"^m\.lr\.sft: invalid value 'x'; expected a number"):
+        build(Opts, {"lr": {"sft": "x"}}, "m")
+    with pytest.raises(ConfigError, match=r"^m\.lr: invalid value 'x'; expected float or dict or null"):
+        build(Opts, {"lr": "x"}, "m")

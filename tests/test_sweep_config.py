@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from arena.errors import ArenaError, ConfigError
-from arena.sweep_config import expand, load_sweep_config, sweep_config_from_dict
+from arena.sweeps.expand import expand
+from arena.sweeps.load import load_sweep_config, sweep_config_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
 ID_RE = re.compile(r"^[A-Za-z0-9_.+-]+-[a-z0-9_.]+-[a-z0-9_.]+-s\d+-[0-9a-f]{8}$")

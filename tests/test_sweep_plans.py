@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from arena.sweep_config import expand, load_sweep_config, stage_fingerprint, sweep_config_from_dict
+from arena.sweeps.expand import expand, stage_fingerprint
+from arena.sweeps.load import load_sweep_config, sweep_config_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
 EXPECTED = json.loads((REPO / "tests" / "data" / "sweep_fingerprints.json").read_text())

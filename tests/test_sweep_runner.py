@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from arena.sweep_config import expand, sweep_config_from_dict
+from arena.sweeps.expand import expand
+from arena.sweeps.load import sweep_config_from_dict
 from runners import state as S
 
 TINY = {

@@ -32,7 +32,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from arena.errors import ArenaError
-    from arena.sweep_config import load_sweep_config
+    from arena.sweeps.load import load_sweep_config
     from runners import run_sweep
 
     cfg = load_sweep_config(args.config, args.overrides)
