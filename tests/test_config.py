@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Union
 
 import pytest
 import yaml
@@ -274,16 +276,15 @@ def test_builtin_registries_find_every_component_module():
     assert set(OBJECTIVES.names()) >= {"sft", "grpo", "opd", "gkd"}
 
 
-def test_schema_coerces_typed_mappings_and_names_the_inner_field():
-    from dataclasses import dataclass
-    from typing import Optional, Union
+@dataclass
+class _LrOptions:
+    lr: Union[float, dict[str, float], None] = None
 
+
+def test_schema_coerces_typed_mappings_and_names_the_inner_field():
     from arena.schema import build
 
-    @dataclass
-    class Opts:
-        lr: Union[float, dict[str, float], None] = None
-
+    Opts = _LrOptions
     assert build(Opts, {"lr": {"sft": "1e-4"}}).lr == {"sft": 1e-4}  # YAML 1.1 reads 1e-4 as a string
     assert build(Opts, {"lr": "2e-3"}).lr == 2e-3
     with pytest.raises(ConfigError, match=r"^m\.lr\.sft: invalid value 'x'; expected a number"):
