@@ -18,6 +18,7 @@ import yaml
 from arena.components import build_components
 from arena.config import run_config_from_dict
 from arena.errors import ArenaError
+from arena.models.loader import load_model
 from arena.records import read_record, write_record
 
 CONFIG = "config.yaml"
@@ -65,8 +66,6 @@ def read_run_config(run_dir: str | Path):
 def load_and_wrap(cfg, method, device):
     """Base model + tokenizer, wrapped by the method with a seeded init (reproducible adapters)."""
     import torch
-
-    from arena.models.loader import load_model
 
     model, tok, info = load_model(cfg.model.name, cfg.model.revision, cfg.model.trust_remote_code)
     method.check_model(model)

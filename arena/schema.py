@@ -170,11 +170,11 @@ def to_dict(obj: Any) -> Any:
 def parse_override(text: str) -> tuple[list[str], Any]:
     """'train.lr=1e-4' -> (['train', 'lr'], 1e-4); the value is parsed as YAML."""
     if "=" not in text:
-        raise ConfigError("--set", text, "expected KEY=VALUE, e.g. train.lr=1e-4")
+        raise ConfigError("override", text, "expected KEY=VALUE, e.g. train.lr=1e-4")
     key, raw = text.split("=", 1)
     key = key.strip()
     if not key or any(not p for p in key.split(".")):
-        raise ConfigError("--set", text, "expected a dotted key such as train.lr")
+        raise ConfigError("override", text, "expected a dotted key such as train.lr")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:

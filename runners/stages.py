@@ -6,8 +6,8 @@ flags build), and every record change goes through `arena.runs.update_record`; r
 reach into the core. Each stage's outcome is stored under record["sweep"]["stages"][name] with the
 fingerprint of its settings, so a resumed sweep knows exactly which stages are still to do.
 
-The driver imports this module for the record updates, so the stage functions import torch and
-the training/evaluation/analysis stacks where they run, in the worker.
+The driver imports this module for the record updates, so what imports torch (training, the
+analysis stages, the device choice) is imported inside the functions that run in the worker.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Callable, Optional
 
 from arena.analysis.settings import DiagnosticsSettings, InterpolationSettings
 from arena.config import run_config_from_dict
+from arena.evaluation.run import evaluate_run
 from arena.evaluation.settings import EvalSettings
 from arena.runs import update_record
 from arena.schema import build
@@ -93,8 +94,6 @@ def _device(spec: RunSpec):
 
 def eval_stage(spec: RunSpec, run_dir: Path, settings: dict, log: Log) -> dict:
     """`arena eval --run` with the sweep's settings; the base side comes from the shared base cache."""
-    from arena.evaluation.run import evaluate_run
-
     out = evaluate_run(run_dir, build(EvalSettings, settings, "eval"), device=_device(spec), log=log,
                        argv=["sweep", spec.run_id])
     c = out["base"].get("cache") or {}

@@ -47,7 +47,7 @@ def assert_user_error(code: int, out: str, err: str, *needles: str) -> str:
         (["--method", "oft", "--set", "method.block_size=48"], ["method.block_size", "48", "must divide", "64"]),
         (["--set", "train.lrr=1e-3"], ["train.lrr", "unknown field", "did you mean 'lr'?"]),
         (["--set", "trian.lr=1e-3"], ["trian", "unknown section", "did you mean 'train'?"]),
-        (["--set", "method.rank"], ["--set", "KEY=VALUE"]),
+        (["--set", "method.rank"], ["override", "method.rank", "KEY=VALUE"]),
         (["--set", "train.seq_len=16"], ["no training examples", "train.seq_len (16)"]),  # every prompt is longer
     ],
 )

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+
+from arena.components import registry_for
+from arena.config import resolve_data_dir
 
 
 def add_parser(sub) -> None:
@@ -19,17 +23,11 @@ def _opts(d: dict) -> str:
 
 
 def run(args) -> int:
-    from arena.components import registry_for
-
     reg = registry_for(args.kind[:-1])
     rows = []
     for name in reg.names():
         cls = reg.get(name)
         if args.kind == "targets":
-            import dataclasses
-
-            from arena.config import resolve_data_dir
-
             target = cls(cls.Options(), resolve_data_dir(getattr(args, "data_dir", None)))
             info = target.describe()
             info["options"] = {f.name: f.default for f in dataclasses.fields(cls.Options)}
