@@ -180,6 +180,7 @@ def test_listings(capsys, kind):
     assert code == 0, err
     listed = [ln.split(":")[0] for ln in out.splitlines() if ln and not ln.startswith(" ")]
     assert listed == _names(kind[:-1])
+    assert "MISSING" not in out  # list options show their default_factory's value
     code, out, err = run_cli(capsys, kind, "--json")
     assert code == 0, err
     assert [r["name"] for r in json.loads(out)] == _names(kind[:-1])

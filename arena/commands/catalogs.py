@@ -18,6 +18,12 @@ def add_parser(sub) -> None:
         p.set_defaults(func=run, kind=kind)
 
 
+def _defaults(options_cls) -> dict:
+    """Each option's default; a list option's comes from its default_factory (`f.default` is MISSING)."""
+    return {f.name: f.default_factory() if f.default is dataclasses.MISSING and f.default_factory is not dataclasses.MISSING
+            else f.default for f in dataclasses.fields(options_cls)}
+
+
 def _opts(d: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in d.items()) or "-"
 
@@ -30,7 +36,7 @@ def run(args) -> int:
         if args.kind == "targets":
             target = cls(cls.Options(), resolve_data_dir(getattr(args, "data_dir", None)))
             info = target.describe()
-            info["options"] = {f.name: f.default for f in dataclasses.fields(cls.Options)}
+            info["options"] = _defaults(cls.Options)
             rows.append(info)
         else:
             rows.append(cls.describe())
