@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from arena.errors import ConfigError
 from arena.components import METHODS
+from arena.errors import ConfigError
 from arena.methods.base import PeftMethod, parse_target_modules
 
 

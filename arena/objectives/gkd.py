@@ -22,8 +22,8 @@ from typing import Optional
 
 import torch
 
-from arena.errors import ConfigError
 from arena.components import OBJECTIVES
+from arena.errors import ConfigError
 from arena.objectives.base import LossOutput, Objective, TrainContext
 from arena.objectives.opd import prepare_distillation, require_teacher
 from arena.objectives.rl_losses import generalized_jsd, reverse_kl

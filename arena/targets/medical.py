@@ -17,9 +17,9 @@ from arena.data.io import (
     stable_shuffle,
     stratified_subset,
 )
+from arena.components import TARGETS
 from arena.errors import DataError
 from arena.schema import to_dict
-from arena.components import TARGETS
 from arena.targets.base import CappedOptions, Example, FileTarget
 
 MEDMCQA = "medmcqa/dev.json"  # JSON Lines despite the name
