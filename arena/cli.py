@@ -10,6 +10,8 @@ import importlib
 import os
 import sys
 
+from arena.errors import ArenaError
+
 # One line per command module; a new command is a new module plus one entry here.
 COMMANDS = ["models", "catalogs", "train", "eval", "analyze", "interpolate", "opd_check", "sweep", "dashboard", "report"]
 
@@ -41,8 +43,6 @@ def main(argv: list[str] | None = None) -> int:
     runtime_defaults()
     parser = build_parser()
     args = parser.parse_args(argv)
-    from arena.errors import ArenaError
-
     try:
         return int(args.func(args) or 0)
     except ArenaError as e:

@@ -1,7 +1,10 @@
-"""The three component registries (methods, targets, objectives), imported lazily.
+"""The three component registries (methods, targets, objectives) and building a run's components.
 
-Kept apart from `config.py` so that loading a config imports only the registries it needs and
-so that a new component is one module that registers itself, nothing else.
+The registries live here, apart from the component packages, so that the config layer can look a
+component up without importing any of them: each registry imports its package's modules on the
+first lookup (`Registry.discover`), and each module registers its class into the registry. The
+dependency points from the components to this module, never back, and `import arena.config`
+stays light (no torch until a component is looked up).
 """
 
 from __future__ import annotations
@@ -9,28 +12,24 @@ from __future__ import annotations
 from arena.errors import ConfigError
 from arena.registry import Registry
 
+METHODS: Registry = Registry("method", package="arena.methods")
+TARGETS: Registry = Registry("target", package="arena.targets")
+OBJECTIVES: Registry = Registry("objective", package="arena.objectives")
+
+REGISTRIES = {"method": METHODS, "target": TARGETS, "objective": OBJECTIVES}
+
 
 def registry_for(kind: str) -> Registry:
-    if kind == "method":
-        from arena.methods import METHODS
-
-        return METHODS
-    if kind == "target":
-        from arena.targets import TARGETS
-
-        return TARGETS
-    if kind == "objective":
-        from arena.objectives import OBJECTIVES
-
-        return OBJECTIVES
-    raise ConfigError("component", kind, "allowed: method, target, objective")
+    if kind not in REGISTRIES:
+        raise ConfigError("component", kind, f"allowed: {', '.join(REGISTRIES)}")
+    return REGISTRIES[kind]
 
 
 def build_components(cfg, check_data: bool = True):
     """Instantiate (method, target, objective); check the data files (cheap, before any write)."""
-    method = registry_for("method").get(cfg.method.name)(cfg.method.options)
-    target = registry_for("target").get(cfg.target.name)(cfg.target.options, cfg.data_dir)
-    objective = registry_for("objective").get(cfg.objective.name)(cfg.objective.options)
+    method = METHODS.get(cfg.method.name)(cfg.method.options)
+    target = TARGETS.get(cfg.target.name)(cfg.target.options, cfg.data_dir)
+    objective = OBJECTIVES.get(cfg.objective.name)(cfg.objective.options)
     if check_data:
         target.check_data()
     return method, target, objective

@@ -16,7 +16,8 @@ from typing import Any, Literal, Optional
 
 import yaml
 
-from arena.errors import ArenaError, ConfigError
+from arena.components import registry_for
+from arena.errors import ArenaError, ConfigError, suggest
 from arena.schema import apply_overrides, build, to_dict
 
 
@@ -142,8 +143,6 @@ DEFAULTS = {"method": "lora", "target": "math", "objective": "sft"}
 
 
 def _component(kind: str, raw: Any) -> ComponentConfig:
-    from arena.components import registry_for
-
     registry = registry_for(kind)
     if raw is None:
         raw = {"name": DEFAULTS[kind]}
@@ -161,7 +160,7 @@ def _component(kind: str, raw: Any) -> ComponentConfig:
 
 
 def resolve_data_dir(explicit: Optional[str]) -> Optional[str]:
-    """--data-dir beats ARENA_DATA_DIR; otherwise ../shared/data beside the checkout if present."""
+    """An explicit folder (the `data_dir` field) beats ARENA_DATA_DIR; otherwise ../shared/data beside the checkout if present."""
     if explicit:
         return str(Path(explicit).expanduser().resolve())
     env = os.environ.get("ARENA_DATA_DIR")
@@ -179,8 +178,6 @@ def run_config_from_dict(data: dict) -> RunConfig:
     known = {f.name for f in dataclasses.fields(RunConfig)}
     for key in data:
         if key not in known:
-            from arena.errors import suggest
-
             raise ConfigError(key, data[key], f"unknown section; known: {', '.join(sorted(known))}{suggest(key, known)}")
     model = build(ModelConfig, data.get("model") if not isinstance(data.get("model"), str) else {"name": data["model"]}, "model")
     train = build(TrainConfig, data.get("train"), "train")

@@ -23,7 +23,7 @@ from typing import Callable, Optional
 
 from arena.errors import ConfigError, suggest
 from arena.registry import Registry
-from arena.targets import TARGETS
+from arena.components import TARGETS
 from arena.targets.math import last_boxed
 
 RewardFn = Callable[[str, str], float]

@@ -27,12 +27,12 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from arena.errors import ConfigError
+from arena.errors import ConfigError, suggest
 from arena.models.loader import unwrap_peft
+from arena.objectives.losses import IGNORE, label_logits
 from arena.registry import Registry
 from arena.training.device import autocast
-
-IGNORE = -100  # as arena.objectives.losses (not imported at module level: objectives import this module)
+from arena.training.packing import chat_texts
 
 
 @dataclass
@@ -252,8 +252,6 @@ def sample(model, tokenizer, prompt_ids: Sequence[Sequence[int]], params: Sampli
 
 def encode_prompts(tokenizer, prompts: Sequence[str]) -> list[list[int]]:
     """Chat-template each user prompt (ending in the assistant header) and tokenize it."""
-    from arena.training.packing import chat_texts
-
     texts = [chat_texts(tokenizer, p)[0] for p in prompts]
     return tokenizer(texts, add_special_tokens=False)["input_ids"]
 
@@ -326,8 +324,6 @@ def completion_logits(model, batch: dict, device, precision: str) -> tuple[torch
     Row-major order, the same as `batch['completion_mask'][mask]`. Runs the forward under the
     run's autocast; callers take log-softmax in fp32.
     """
-    from arena.objectives.losses import label_logits
-
     with autocast(device, precision):
         return label_logits(model, batch["input_ids"].to(device), batch["labels"].to(device))
 
@@ -345,8 +341,6 @@ def check_sampling_options(o, need_temperature: bool = True) -> None:
     if o.prompts_per_step is not None and o.prompts_per_step <= 0:
         raise ConfigError("prompts_per_step", o.prompts_per_step, "must be a positive integer or null (train.batch_size x train.grad_accum)")
     if o.backend not in BACKENDS:
-        from arena.errors import suggest
-
         raise ConfigError("backend", o.backend, f"allowed: {', '.join(BACKENDS.names())}{suggest(o.backend, BACKENDS)}")
 
 

@@ -13,7 +13,12 @@ import fcntl
 from collections.abc import Callable
 from pathlib import Path
 
+import yaml
+
+from arena.components import build_components
+from arena.config import run_config_from_dict
 from arena.errors import ArenaError
+from arena.models.loader import load_model
 from arena.records import read_record, write_record
 
 CONFIG = "config.yaml"
@@ -54,10 +59,6 @@ def check_run_folder(run_dir: str | Path) -> Path:
 
 def read_run_config(run_dir: str | Path):
     """The RunConfig that trained a finished run (checked before any model is loaded)."""
-    import yaml
-
-    from arena.config import run_config_from_dict
-
     run_dir = check_run_folder(run_dir)
     return run_config_from_dict(yaml.safe_load((run_dir / CONFIG).read_text()))
 
@@ -65,8 +66,6 @@ def read_run_config(run_dir: str | Path):
 def load_and_wrap(cfg, method, device):
     """Base model + tokenizer, wrapped by the method with a seeded init (reproducible adapters)."""
     import torch
-
-    from arena.models.loader import load_model
 
     model, tok, info = load_model(cfg.model.name, cfg.model.revision, cfg.model.trust_remote_code)
     method.check_model(model)
@@ -83,8 +82,6 @@ def load_run_model(run_dir: str | Path, merged: bool = True, device="cpu"):
     """
     import torch
     from safetensors.torch import load_file
-
-    from arena.components import build_components
 
     cfg = read_run_config(run_dir)
     method, _, _ = build_components(cfg, check_data=False)

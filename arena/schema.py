@@ -28,6 +28,15 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+def _same_shape(value: Any, tp: Any) -> bool:
+    origin = get_origin(tp) or tp
+    if isinstance(value, Mapping):
+        return origin is dict or dataclasses.is_dataclass(tp)
+    if isinstance(value, (list, tuple)):
+        return origin in (list, tuple)
+    return False
+
+
 def coerce(value: Any, tp: Any, field: str) -> Any:
     """Convert `value` to annotation `tp` or raise ConfigError naming `field`."""
     origin = get_origin(tp)
@@ -56,7 +65,11 @@ def coerce(value: Any, tp: Any, field: str) -> Any:
             try:
                 return coerce(value, a, field)
             except ConfigError as e:
-                errors.append(e)
+                errors.append((a, e))
+        # a mapping (or list) that failed inside the one mapping (list) alternative: that error says more
+        shaped = [e for a, e in errors if _same_shape(value, a)]
+        if len(shaped) == 1:
+            raise shaped[0]
         raise ConfigError(field, value, f"expected {_type_name(tp)}")
     if origin in (list, tuple):
         (inner,) = get_args(tp)[:1] or (Any,)
@@ -69,7 +82,10 @@ def coerce(value: Any, tp: Any, field: str) -> Any:
     if origin is dict or tp is dict:
         if not isinstance(value, Mapping):
             raise ConfigError(field, value, "expected a mapping")
-        return dict(value)
+        if origin is None:
+            return dict(value)
+        key_t, value_t = get_args(tp)
+        return {coerce(k, key_t, field): coerce(v, value_t, f"{field}.{k}") for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
@@ -154,11 +170,11 @@ def to_dict(obj: Any) -> Any:
 def parse_override(text: str) -> tuple[list[str], Any]:
     """'train.lr=1e-4' -> (['train', 'lr'], 1e-4); the value is parsed as YAML."""
     if "=" not in text:
-        raise ConfigError("--set", text, "expected KEY=VALUE, e.g. train.lr=1e-4")
+        raise ConfigError("override", text, "expected KEY=VALUE, e.g. train.lr=1e-4")
     key, raw = text.split("=", 1)
     key = key.strip()
     if not key or any(not p for p in key.split(".")):
-        raise ConfigError("--set", text, "expected a dotted key such as train.lr")
+        raise ConfigError("override", text, "expected a dotted key such as train.lr")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:

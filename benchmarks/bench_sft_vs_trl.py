@@ -47,7 +47,7 @@ SEQ, BATCH = 256, 4
 
 def examples():
     from arena.config import resolve_data_dir
-    from arena.targets import TARGETS
+    from arena.components import TARGETS
 
     cls = TARGETS.get("math")
     return cls(cls.Options(max_train_examples=2000), resolve_data_dir(None)).train_examples(0)

@@ -1,7 +1,7 @@
-"""Sweeps: expansion (arena.sweep_config), resume logic (state), executors (local processes, Ray).
+"""Sweeps: expansion (arena.sweeps), resume logic (state), executors (local processes, Ray).
 
     from runners import run_sweep
-    from arena.sweep_config import load_sweep_config
+    from arena.sweeps.load import load_sweep_config
     summary = run_sweep(load_sweep_config("configs/quickstart.yaml"))
 
 Runners call the library once per run in a worker process (`python -m runners.worker`) and never

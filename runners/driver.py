@@ -22,10 +22,16 @@ from typing import Callable, Optional
 
 import yaml
 
+from arena.components import build_components
+from arena.config import run_config_from_dict
 from arena.errors import ArenaError
-from arena.sweep_config import RunSpec, SweepConfig, expand
+from arena.records import atomic_write_text
+from arena.sweeps.expand import RunSpec, expand
+from arena.sweeps.spec import SweepConfig
 from runners import state as S
 from runners.local import LocalExecutor, Outcome, Task
+from runners.ray_executor import RayExecutor
+from runners.stages import update_sweep
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Environment passed on to workers (also on Ray nodes, where the rest of the driver's env is absent).
@@ -126,6 +132,8 @@ def _signal_name(rc: int) -> str:
 def record_outcome(out: Path, spec: RunSpec, o: Outcome) -> tuple[str, str]:
     """After a worker exits: (status, error) from disk, writing a failure record where the worker
     could not (killed, timed out, crashed). A complete record is never touched."""
+    # not at module level: the package imports this module, and the worker runs as
+    # `python -m runners.worker`, which must not find itself imported already
     from runners.worker import write_failure
 
     st = S.run_state(out, spec)
@@ -147,13 +155,11 @@ def record_outcome(out: Path, spec: RunSpec, o: Outcome) -> tuple[str, str]:
     rec, _ = S.read_record_safe(out / spec.run_id)
     if rec and rec.get("status") == "done":
         # trained, killed during a stage: the stages left are retried by the next invocation
-        from runners.stages import _update_sweep
-
         def change(sw):
             sw["status"] = "interrupted" if retryable else "failed"
             sw["error"] = err
 
-        _update_sweep(out / spec.run_id, spec, change)
+        update_sweep(out / spec.run_id, spec, change)
     else:
         write_failure(out / spec.run_id, spec, err, retryable=retryable)
     return (S.INTERRUPTED if retryable else S.FAILED), err
@@ -193,8 +199,6 @@ def run_sweep(cfg: SweepConfig, *, executor: str = "local", jobs: Optional[int] 
     lock = _lock_driver(out)
     try:
         S.write_plan(out, cfg.to_dict(), runs)
-        from arena.records import atomic_write_text
-
         atomic_write_text(out / "sweep.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         known = {r.run_id for r in runs}
         stray = [p.name for p in out.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name not in known
@@ -252,9 +256,6 @@ def run_sweep(cfg: SweepConfig, *, executor: str = "local", jobs: Optional[int] 
 
 def _preflight(todo: list[RunSpec]) -> None:
     """Missing data files fail the sweep before any run starts (not every run, one by one)."""
-    from arena.config import run_config_from_dict
-    from arena.components import build_components
-
     seen = set()
     for r in todo:
         key = (json.dumps(r.config["target"], sort_keys=True), r.config.get("data_dir"))
@@ -290,10 +291,8 @@ def _executor(name: str, jobs: int, ray_address: str):
     if name == "local":
         return LocalExecutor(jobs)
     if name == "ray":
-        from runners.ray_executor import RayExecutor
-
         return RayExecutor(ray_address)
-    raise ArenaError(f"--executor {name!r}: allowed: local, ray")
+    raise ArenaError(f"executor {name!r}: allowed: local, ray")
 
 
 def _progress(total: int, initial: int, enabled: bool):

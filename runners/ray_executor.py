@@ -16,6 +16,7 @@ import tempfile
 import time
 from typing import Callable
 
+from arena.errors import ArenaError
 from runners.local import Outcome, Task
 
 
@@ -46,9 +47,7 @@ def _ensure_ray(address: str):
     try:
         import ray
     except ImportError:
-        from arena.errors import ArenaError
-
-        raise ArenaError("--executor ray needs ray: pip install 'arena[ray]'") from None
+        raise ArenaError("the ray executor needs ray: pip install 'arena[ray]'") from None
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # else ray writes an auth token under ~
     if ray.is_initialized():
         return ray, False, None

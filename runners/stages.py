@@ -1,19 +1,31 @@
 """The steps of one run, in the worker process: train, then eval / diagnostics / interpolation.
 
-Each step is a call into the library's public functions (`run_training`, `evaluation.api`,
-`analysis.diagnostics.analyze_run`, `analysis.interpolation.interpolate_run`); runners never reach
-into the core. Each stage's outcome is stored under record["sweep"]["stages"][name] with the
+Each step is one call into a library seam (`run_training`, `evaluate_run`, `analyze_run`,
+`interpolate_run`) with the settings object its stage dict rebuilds (the same object the CLI
+flags build), and every record change goes through `arena.runs.update_record`; runners never
+reach into the core. Each stage's outcome is stored under record["sweep"]["stages"][name] with the
 fingerprint of its settings, so a resumed sweep knows exactly which stages are still to do.
+
+The driver imports this module for the record updates, so what imports torch (training, the
+analysis stages, the device choice) is imported inside the functions that run in the worker.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
-from arena.sweep_config import RunSpec, stage_fingerprint
+from arena.analysis.settings import DiagnosticsSettings, InterpolationSettings
+from arena.config import run_config_from_dict
+from arena.evaluation.run import evaluate_run
+from arena.evaluation.settings import EvalSettings
+from arena.runs import update_record
+from arena.schema import build
+from arena.sweeps.expand import RunSpec, stage_fingerprint
+from runners.state import read_plan
 
 Log = Callable[[str], None]
 
@@ -22,25 +34,17 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def run_config(spec: RunSpec, run_dir: Path):
-    from arena.config import run_config_from_dict
-
+def run_config(spec: RunSpec, run_dir: Path, threads: int = 0):
+    """The run's RunConfig for this folder; `threads` (the worker's choice) never changes its identity."""
     d = dict(spec.config)
     d["out"] = str(run_dir)
-    d["train"] = {**d["train"], "progress": False}
-    if THREADS:  # chosen by the worker (runner.threads); threads are not part of a run's identity
-        d["train"]["threads"] = THREADS
+    d["train"] = {**d["train"], "progress": False, **({"threads": threads} if threads else {})}
     return run_config_from_dict(d)
-
-
-THREADS = 0  # set by runners.worker from runner.threads (0: the run's own train.threads)
 
 
 def pick_threads(setting: str, log: Log) -> int:
     """runner.threads -> a thread count. "auto": time the same matmul with 1 thread and with every
     core, alternating, and keep more threads only when they are clearly (>= 15%) faster."""
-    import os
-
     import torch
 
     cores = os.cpu_count() or 1
@@ -60,19 +64,24 @@ def pick_threads(setting: str, log: Log) -> int:
             best[th] = min(best[th], time.perf_counter() - t0)
     chosen = cores if best[cores] < 0.85 * best[1] else 1
     log(f"threads: auto -> {chosen} (matmul 1 thread {1e3 * best[1]:.1f} ms, {cores} threads {1e3 * best[cores]:.1f} ms)")
-    torch.set_num_threads(chosen)
     return chosen
 
 
-def train(spec: RunSpec, run_dir: Path, log: Log) -> dict:
+def worker_threads(setting: Optional[str], spec: RunSpec, log: Log) -> int:
+    """The torch thread count of this worker, for training and every stage, set once: the sweep's
+    runner.threads when it gives one, else the run's train.threads (0: torch's default)."""
+    import torch
+
+    threads = pick_threads(setting, log) if setting else int(spec.config["train"].get("threads") or 0)
+    if threads:
+        torch.set_num_threads(threads)
+    return threads
+
+
+def train(spec: RunSpec, run_dir: Path, log: Log, threads: int = 0) -> dict:
     from arena.experiment import run_training
 
-    cfg = run_config(spec, run_dir)
-    if cfg.train.threads:
-        import torch
-
-        torch.set_num_threads(cfg.train.threads)
-    record = run_training(cfg, log=log)
+    record = run_training(run_config(spec, run_dir, threads), log=log)
     record.pop("_model", None)
     return record
 
@@ -85,10 +94,6 @@ def _device(spec: RunSpec):
 
 def eval_stage(spec: RunSpec, run_dir: Path, settings: dict, log: Log) -> dict:
     """`arena eval --run` with the sweep's settings; the base side comes from the shared base cache."""
-    from arena.evaluation.run import evaluate_run
-    from arena.evaluation.settings import EvalSettings
-    from arena.schema import build
-
     out = evaluate_run(run_dir, build(EvalSettings, settings, "eval"), device=_device(spec), log=log,
                        argv=["sweep", spec.run_id])
     c = out["base"].get("cache") or {}
@@ -97,17 +102,14 @@ def eval_stage(spec: RunSpec, run_dir: Path, settings: dict, log: Log) -> dict:
 
 def diagnostics_stage(spec: RunSpec, run_dir: Path, settings: dict, log: Log) -> dict:
     from arena.analysis.diagnostics import analyze_run
-    from arena.analysis.settings import DiagnosticsSettings
-    from arena.schema import build
 
-    analyze_run(run_dir, build(DiagnosticsSettings, settings, "diagnostics"), device=str(_device(spec)), write=True, log=log)
+    analyze_run(run_dir, build(DiagnosticsSettings, settings, "diagnostics"), device=str(_device(spec)), write=True,
+                log=log)
     return {}
 
 
 def interpolation_stage(spec: RunSpec, run_dir: Path, settings: dict, log: Log) -> dict:
     from arena.analysis.interpolation import interpolate_run
-    from arena.analysis.settings import InterpolationSettings
-    from arena.schema import build
 
     interpolate_run(run_dir, build(InterpolationSettings, settings, "interpolation"), device=str(_device(spec)),
                     write=True, log=log)
@@ -125,7 +127,7 @@ def mark(run_dir: Path, spec: RunSpec, stage: str, status: str, seconds: float, 
     if error:
         entry["error"] = error
         entry["retryable"] = retryable
-    _update_sweep(run_dir, spec, lambda sw: sw["stages"].__setitem__(stage, entry))
+    update_sweep(run_dir, spec, lambda sw: sw["stages"].__setitem__(stage, entry))
 
 
 def sweep_section(spec: RunSpec, sweep_name: str) -> dict:
@@ -133,8 +135,8 @@ def sweep_section(spec: RunSpec, sweep_name: str) -> dict:
             "status": "partial"}
 
 
-def _update_sweep(run_dir: Path, spec: RunSpec, change) -> None:
-    from arena.runs import update_record
+def update_sweep(run_dir: Path, spec: RunSpec, change: Callable[[dict], None]) -> None:
+    """Apply `change` to record["sweep"] (created when absent) through the locked record update."""
 
     def apply(rec: dict) -> None:
         sw = rec.get("sweep") if isinstance(rec.get("sweep"), dict) else None
@@ -149,8 +151,6 @@ def _update_sweep(run_dir: Path, spec: RunSpec, change) -> None:
 
 def _sweep_name(run_dir: Path) -> str:
     try:
-        from runners.state import read_plan
-
         return read_plan(run_dir.parent)["sweep"]["name"]
     except Exception:  # informational only
         return run_dir.parent.name
@@ -162,10 +162,4 @@ def finish(run_dir: Path, spec: RunSpec, status: str) -> None:
         sw["label"], sw["seed"], sw["run_id"] = spec.label, spec.seed, spec.run_id
         sw["completed" if status == "complete" else "updated"] = _now()
 
-    _update_sweep(run_dir, spec, change)
-
-
-def timed(fn, *args):
-    t0 = time.perf_counter()
-    out = fn(*args)
-    return out, time.perf_counter() - t0
+    update_sweep(run_dir, spec, change)

@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Optional
 
 from arena.records import RECORD, atomic_write_text
-from arena.sweep_config import RunSpec, stage_fingerprint
+from arena.runs import has_config
+from arena.sweeps.expand import RunSpec, stage_fingerprint
 
 PLAN = "plan.json"
 META = ".sweep"
@@ -134,7 +135,7 @@ def run_state(sweep_dir: Path, spec: RunSpec) -> RunState:
     if err:
         return RunState(spec.run_id, CORRUPT, err, ("train", *spec.stages))
     if rec is None:
-        status = PARTIAL if (run_dir / "config.yaml").is_file() else PENDING
+        status = PARTIAL if has_config(run_dir) else PENDING
         return RunState(spec.run_id, status, "", ("train", *spec.stages))
     if rec.get("status") != "done":
         if rec.get("status") == "failed" and not rec.get("retryable"):

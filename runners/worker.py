@@ -21,6 +21,12 @@ import time
 import traceback
 from pathlib import Path
 
+from arena.cli import runtime_defaults
+from arena.records import RECORD
+from arena.runs import LOCK, has_config
+from runners import stages as st
+from runners.state import COMPLETE, find_spec, lock_path, run_state
+
 EXIT_OK, EXIT_FAILED, EXIT_BUSY = 0, 1, 75
 
 
@@ -75,10 +81,10 @@ def write_failure(run_dir: Path, spec, error: str, retryable: bool, tb: str = ""
 def _clear_runner_failure(run_dir: Path) -> None:
     """A record the runner wrote into a folder without config.yaml blocks run_training ("folder not
     empty and not a run"); it carries no result, so it goes before the retry."""
-    if (run_dir / "config.yaml").is_file() or not run_dir.is_dir():
+    if has_config(run_dir) or not run_dir.is_dir():
         return
     for p in run_dir.iterdir():
-        if p.name in ("record.json", ".record.lock") or p.name.startswith(".record.json."):
+        if p.name in (RECORD, LOCK) or p.name.startswith(f".{RECORD}."):
             p.unlink(missing_ok=True)
 
 
@@ -91,9 +97,6 @@ def _check_driver_alive() -> None:
 
 
 def run(sweep_dir: Path, run_id: str) -> int:
-    from runners import stages as st
-    from runners.state import COMPLETE, find_spec, lock_path, run_state
-
     lock_file = lock_path(sweep_dir, run_id)
     lock_file.parent.mkdir(parents=True, exist_ok=True)
     lock = open(lock_file, "w")
@@ -109,18 +112,12 @@ def run(sweep_dir: Path, run_id: str) -> int:
         _log(f"{run_id}: already complete")
         return EXIT_OK
     _log(f"== {run_id} (pid {os.getpid()}): {state.status}; to do: {', '.join(state.todo)}")
-    if os.environ.get("ARENA_SWEEP_THREADS"):
-        st.THREADS = st.pick_threads(os.environ["ARENA_SWEEP_THREADS"], _log)
-    threads = st.THREADS or spec.config["train"].get("threads") or 0
-    if threads:  # for the stages too (run_training sets it only for itself)
-        import torch
-
-        torch.set_num_threads(threads)
+    threads = st.worker_threads(os.environ.get("ARENA_SWEEP_THREADS"), spec, _log)
     if "train" in state.todo:
         _clear_runner_failure(run_dir)
         t0 = time.perf_counter()
         try:
-            st.train(spec, run_dir, _log)
+            st.train(spec, run_dir, _log, threads)
         except Exception as e:  # noqa: BLE001 — every failure of a run is recorded, not raised
             tb = traceback.format_exc()
             _log(tb)
@@ -154,8 +151,6 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     _set_parent_death_signal()
     _check_driver_alive()
-    from arena.cli import runtime_defaults
-
     runtime_defaults()
     return run(Path(args.sweep_dir), args.run_id)
 

@@ -47,7 +47,7 @@ def assert_user_error(code: int, out: str, err: str, *needles: str) -> str:
         (["--method", "oft", "--set", "method.block_size=48"], ["method.block_size", "48", "must divide", "64"]),
         (["--set", "train.lrr=1e-3"], ["train.lrr", "unknown field", "did you mean 'lr'?"]),
         (["--set", "trian.lr=1e-3"], ["trian", "unknown section", "did you mean 'train'?"]),
-        (["--set", "method.rank"], ["--set", "KEY=VALUE"]),
+        (["--set", "method.rank"], ["override", "method.rank", "KEY=VALUE"]),
         (["--set", "train.seq_len=16"], ["no training examples", "train.seq_len (16)"]),  # every prompt is longer
     ],
 )
@@ -180,6 +180,7 @@ def test_listings(capsys, kind):
     assert code == 0, err
     listed = [ln.split(":")[0] for ln in out.splitlines() if ln and not ln.startswith(" ")]
     assert listed == _names(kind[:-1])
+    assert "MISSING" not in out  # list options show their default_factory's value
     code, out, err = run_cli(capsys, kind, "--json")
     assert code == 0, err
     assert [r["name"] for r in json.loads(out)] == _names(kind[:-1])

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Union
 
 import pytest
 import yaml
@@ -144,7 +146,7 @@ def test_component_specific_validation():
 def test_malformed_set_is_rejected(bad):
     with pytest.raises(ConfigError) as info:
         load_run_config(None, BASE + [bad])
-    assert "--set" in str(info.value) or "train.lr" in str(info.value)
+    assert str(info.value).startswith("override: ") or "train.lr" in str(info.value)
 
 
 def test_method_shorthand_and_options_reach_the_method(tmp_path):
@@ -176,7 +178,7 @@ def test_defaults():
 @pytest.mark.parametrize("name", ["vera", "full"])
 def test_lr_defaults_to_the_methods(name, tiny_run_config):
     from arena.experiment import run_training
-    from arena.methods import METHODS
+    from arena.components import METHODS
 
     cfg = tiny_run_config(method=name, train__steps=1, probe__heldout=0)
     assert cfg.train.lr is None
@@ -205,7 +207,8 @@ def test_shipped_configs_load():
     """Every shipped YAML validates: sweep configs (they list `methods`) as sweeps, the rest as runs."""
     import yaml
 
-    from arena.sweep_config import expand, load_sweep_config
+    from arena.sweeps.expand import expand
+    from arena.sweeps.load import load_sweep_config
 
     configs = sorted((REPO / "configs").glob("*.yaml"))
     kinds = set()
@@ -217,3 +220,75 @@ def test_shipped_configs_load():
             load_run_config(str(path))
             kinds.add("run")
     assert kinds == {"sweep", "run"}
+
+
+def test_config_layer_imports_no_torch():
+    """Loading and validating configs must stay cheap: the registries import components lazily."""
+    import subprocess
+    import sys
+
+    code = ("import sys, arena.config, arena.runs, arena.components, arena.sweeps.load, arena.cli, runners\n"
+            "arena.cli.build_parser()  # every command module, as `arena --help` loads them\n"
+            "heavy = [m for m in ('torch', 'transformers', 'peft', 'lm_eval') if m in sys.modules]\n"
+            "assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+def _package(tmp_path, name: str, modules: dict) -> None:
+    pkg = tmp_path / name
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    for mod, body in modules.items():
+        (pkg / f"{mod}.py").write_text(body)
+
+
+def test_registry_discovers_its_package_once(tmp_path, monkeypatch):
+    import importlib
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    body = "from gadgets_ok.registry import GADGETS\n@GADGETS.register({!r})\nclass G: pass\n"
+    _package(tmp_path, "gadgets_ok", {
+        "registry": "from arena.registry import Registry\nGADGETS = Registry('gadget', package='gadgets_ok')\n",
+        "alpha": body.format("alpha"), "beta": body.format("beta"),
+        "_private": "raise RuntimeError('private modules are not imported')"})
+    reg = importlib.import_module("gadgets_ok.registry").GADGETS
+    assert reg.names() == ["alpha", "beta"]  # found by module name, nothing lists them
+    assert "alpha" in reg and reg.get("beta").__name__ == "G"
+    with pytest.raises(ConfigError, match="known gadgets: alpha, beta"):
+        reg.get("gamma", field="thing.name")
+
+
+def test_registry_discovery_failure_is_not_silent(tmp_path, monkeypatch):
+    from arena.registry import Registry
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    _package(tmp_path, "gadgets_broken", {"bad": "raise ImportError('needs a missing library')"})
+    reg = Registry("gadget", package="gadgets_broken")
+    for _ in range(2):  # a failed discovery is retried, never taken as "no entries"
+        with pytest.raises(ImportError, match="missing library"):
+            reg.names()
+
+
+def test_builtin_registries_find_every_component_module():
+    from arena.components import METHODS, OBJECTIVES, TARGETS
+
+    assert {"lora", "oft", "full", "vera"} <= set(METHODS.names())
+    assert set(TARGETS.names()) >= {"arith", "math", "medical"}
+    assert set(OBJECTIVES.names()) >= {"sft", "grpo", "opd", "gkd"}
+
+
+@dataclass
+class _LrOptions:
+    lr: Union[float, dict[str, float], None] = None
+
+
+def test_schema_coerces_typed_mappings_and_names_the_inner_field():
+    from arena.schema import build
+
+    Opts = _LrOptions
+    assert build(Opts, {"lr": {"sft": "1e-4"}}).lr == {"sft": 1e-4}  # YAML 1.1 reads 1e-4 as a string
+    assert build(Opts, {"lr": "2e-3"}).lr == 2e-3
+    with pytest.raises(ConfigError, match=r"^m\.lr\.sft: invalid value 'x'; expected a number"):
+        build(Opts, {"lr": {"sft": "x"}}, "m")
+    with pytest.raises(ConfigError, match=r"^m\.lr: invalid value 'x'; expected float or dict or null"):
+        build(Opts, {"lr": "x"}, "m")

@@ -226,7 +226,7 @@ def test_no_data_folder_offline_is_a_clear_error(monkeypatch):
 
 
 def test_suites_and_task_subsets():
-    from arena.targets import TARGETS
+    from arena.components import TARGETS
 
     math_t = TARGETS.get("math")(TARGETS.get("math").Options(), None)
     assert resolve_tasks(["general", "target"], math_t) == {"general": ["ifeval", "bbh", "nq_open"],

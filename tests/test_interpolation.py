@@ -13,7 +13,8 @@ from arena.analysis.interpolator import load_interpolator
 from arena.analysis.settings import InterpolationSettings
 from arena.analysis.tradeoff import tradeoff
 from arena.errors import ConfigError
-from arena.methods import METHODS, Method
+from arena.components import METHODS
+from arena.methods.base import Method
 
 # Peak LRs at which the tiny model moves visibly in a few steps (as in test_methods.py).
 LR = {"full": 1e-3, "adalora": 5e-2, "loha": 3e-2, "lokr": 3e-2, "oft": 3e-2, "boft": 5e-2, "vera": 5e-2, "ia3": 1.0}
@@ -130,7 +131,7 @@ def test_unknown_path_names_the_field(tmp_path):
 
 OFT_LIKE = '''
 """A throw-away OFT-like method: OFT's rotation under another name, with its own generator path."""
-from arena.methods.base import METHODS
+from arena.components import METHODS
 from arena.methods.oft import OFT
 
 

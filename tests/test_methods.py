@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from arena.errors import ConfigError
-from arena.methods import METHODS, Method
+from arena.components import METHODS
+from arena.methods.base import Method
 
 # Peak LRs at which the tiny random model visibly learns arith in 10 steps (measured over seeds
 # 0-3: every method's loss drops by >= 0.13 nats, most by 0.2-0.45). A method missing here gets

@@ -27,7 +27,8 @@ from safetensors.torch import load_file
 
 from arena.components import build_components
 from arena.experiment import run_training, seed_everything
-from arena.objectives import OBJECTIVES, TrainContext
+from arena.components import OBJECTIVES
+from arena.objectives.base import TrainContext
 from arena.rewards import REWARDS
 from arena.runs import load_and_wrap
 

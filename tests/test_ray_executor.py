@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from arena.sweep_config import sweep_config_from_dict
+from arena.sweeps.load import sweep_config_from_dict
 from runners import state as S
 
 ray = pytest.importorskip("ray")

@@ -17,7 +17,7 @@ from arena.rewards import (
     math_reward,
     resolve_reward,
 )
-from arena.targets import TARGETS
+from arena.components import TARGETS
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from arena.errors import ArenaError, ConfigError
-from arena.sweep_config import expand, load_sweep_config, sweep_config_from_dict
+from arena.sweeps.expand import expand
+from arena.sweeps.load import load_sweep_config, sweep_config_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
 ID_RE = re.compile(r"^[A-Za-z0-9_.+-]+-[a-z0-9_.]+-[a-z0-9_.]+-s\d+-[0-9a-f]{8}$")
@@ -146,3 +147,48 @@ def test_overrides_and_cli_dry_run(tmp_path, capsys):
     assert not (tmp_path / "out").exists()  # a dry run writes nothing
     assert main(["sweep", str(p), "--set", "methods=[{name: lora, rnk: 2}]"]) == 2
     assert "rnk" in capsys.readouterr().err
+
+
+def test_stage_sections_are_the_stage_settings():
+    """What the plan stores rebuilds, in the worker, the settings object the section describes."""
+    from arena.analysis.settings import DiagnosticsSettings, InterpolationSettings
+    from arena.evaluation.settings import EvalSettings
+    from arena.schema import build
+
+    cfg = sweep_config_from_dict(tiny_sweep(
+        eval={"limit": 4, "bbh_variant": "zeroshot"}, diagnostics={"enabled": True, "shared_prefix": "once"},
+        interpolation={"enabled": True, "alphas": [0.5], "delta": 0.01, "methods": ["oft"]}))
+    assert isinstance(cfg.eval, EvalSettings) and isinstance(cfg.diagnostics, DiagnosticsSettings)
+    oft = next(r for r in expand(cfg) if r.label == "oft")
+    assert build(EvalSettings, oft.stages["eval"], "eval") == cfg.eval.settings()
+    assert build(DiagnosticsSettings, oft.stages["diagnostics"]).shared_prefix == "once"
+    interp = build(InterpolationSettings, oft.stages["interpolation"])
+    assert (interp.path, interp.delta, interp.alphas) == ("generator", 0.01, [0.0, 0.5, 1.0])
+
+
+def test_settings_fields_at_their_default_stay_out_of_the_plan():
+    """A field the settings gained later changes a stage's fingerprint only when it is set."""
+    from arena.sweeps.expand import stage_fingerprint
+
+    def diag(**d):
+        cfg = sweep_config_from_dict(tiny_sweep(diagnostics={"enabled": True, **d}))
+        return expand(cfg)[0].stages["diagnostics"]
+
+    assert "shared_prefix" not in diag() and "use_cache" not in diag()
+    assert stage_fingerprint(diag(shared_prefix="keep")) == stage_fingerprint(diag())
+    assert stage_fingerprint(diag(shared_prefix="once")) != stage_fingerprint(diag())
+
+
+@pytest.mark.parametrize("change, field, words", [
+    ({"eval": {"bbh_variant": "fewshoot"}}, "eval.bbh_variant", "fewshot"),
+    ({"eval": {"bbh_shots": 5}}, "eval.bbh_shots", "0..3"),
+    ({"interpolation": {"suites": ["genral"]}}, "interpolation.suites", "general"),
+    ({"interpolation": {"path": "cayley"}}, "interpolation.path", "auto"),
+    ({"diagnostics": {"shared_prefix": "twice"}}, "diagnostics.shared_prefix", "once"),
+    ({"methods": [{"name": "lora", "lr": {"sft": "fast"}}]}, "methods[0].lr.sft", "number"),
+])
+def test_stage_settings_are_checked_at_load(change, field, words):
+    """Checked by the settings classes themselves (before: only when the stage ran)."""
+    with pytest.raises(ConfigError) as e:
+        sweep_config_from_dict(tiny_sweep(**change))
+    assert field in str(e.value) and words in str(e.value), str(e.value)

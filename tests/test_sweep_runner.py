@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from arena.sweep_config import expand, sweep_config_from_dict
+from arena.sweeps.expand import expand
+from arena.sweeps.load import sweep_config_from_dict
 from runners import state as S
 
 TINY = {
@@ -231,3 +232,21 @@ def test_missing_data_fails_before_any_run(tmp_path):
     with pytest.raises(ArenaError, match="does not exist"):
         run_sweep(cfg, progress=False, log=lambda m: None)
     assert not (tmp_path / "nodata").exists()
+
+
+def test_worker_threads_one_choice_for_training_and_stages(tmp_path):
+    import torch
+
+    from runners import stages as st
+
+    _, runs, _ = _spec_and_out(tmp_path, methods=["lora"])
+    spec = runs[0]
+    before = torch.get_num_threads()
+    try:
+        assert st.worker_threads(None, spec, print) == 1  # the run's train.threads (TINY sets 1)
+        assert st.worker_threads("2", spec, print) == 2 and torch.get_num_threads() == 2
+        cfg = st.run_config(spec, tmp_path / "r", threads=2)
+        assert cfg.train.threads == 2 and cfg.train.progress is False and cfg.out == str(tmp_path / "r")
+        assert st.run_config(spec, tmp_path / "r").train.threads == 1  # 0: the run's own
+    finally:
+        torch.set_num_threads(before)

@@ -26,7 +26,8 @@ from arena.errors import ConfigError, DataError
 from arena.evaluation.tasks import TASKS
 from arena.rewards import resolve_reward
 from arena.schema import build
-from arena.targets import TARGETS, Example
+from arena.components import TARGETS
+from arena.targets.base import Example
 from arena.targets.answers import ANSWER_FORMATS, answers_match
 from arena.targets.arith import ArithTarget, problem_space
 from arena.targets.base import FileTarget
@@ -92,7 +93,8 @@ def test_target_contract(name):
 COUNTDOWN = """
 from dataclasses import dataclass
 
-from arena.targets.base import TARGETS, Example, Target
+from arena.components import TARGETS
+from arena.targets.base import Example, Target
 
 
 @TARGETS.register("countdown")

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+
+from arena.components import registry_for
+from arena.config import resolve_data_dir
 
 
 def add_parser(sub) -> None:
@@ -14,25 +18,25 @@ def add_parser(sub) -> None:
         p.set_defaults(func=run, kind=kind)
 
 
+def _defaults(options_cls) -> dict:
+    """Each option's default; a list option's comes from its default_factory (`f.default` is MISSING)."""
+    return {f.name: f.default_factory() if f.default is dataclasses.MISSING and f.default_factory is not dataclasses.MISSING
+            else f.default for f in dataclasses.fields(options_cls)}
+
+
 def _opts(d: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in d.items()) or "-"
 
 
 def run(args) -> int:
-    from arena.components import registry_for
-
     reg = registry_for(args.kind[:-1])
     rows = []
     for name in reg.names():
         cls = reg.get(name)
         if args.kind == "targets":
-            import dataclasses
-
-            from arena.config import resolve_data_dir
-
             target = cls(cls.Options(), resolve_data_dir(getattr(args, "data_dir", None)))
             info = target.describe()
-            info["options"] = {f.name: f.default for f in dataclasses.fields(cls.Options)}
+            info["options"] = _defaults(cls.Options)
             rows.append(info)
         else:
             rows.append(cls.describe())

@@ -14,6 +14,15 @@ import json
 import sys
 from pathlib import Path
 
+from arena.commands import from_flags
+from arena.config import resolve_data_dir
+from arena.errors import ArenaError, ConfigError
+from arena.evaluation.api import base_scores, strip_units
+from arena.evaluation.format import format_comparison, format_result
+from arena.evaluation.run import evaluate_run
+from arena.evaluation.settings import EvalSettings
+from arena.evaluation.tasks import TASKS, get_task
+
 
 def _csv(text: str | None) -> list[str]:
     return [t.strip() for t in (text or "").split(",") if t.strip()]
@@ -60,9 +69,6 @@ def add_parser(sub) -> None:
 
 
 def _gen_caps(items: list[str]) -> dict:
-    from arena.errors import ConfigError
-    from arena.evaluation.tasks import TASKS, get_task
-
     caps: dict = {}
     for item in items:
         name, _, value = item.rpartition("=")
@@ -80,10 +86,6 @@ def _gen_caps(items: list[str]) -> dict:
 
 def settings_from_args(args):
     """The EvalSettings that the flags say (the same object a sweep's `eval:` section builds)."""
-    from arena.errors import ConfigError
-    from arena.commands import from_flags
-    from arena.evaluation.settings import EvalSettings
-
     if not args.no_proxies and (args.proxy_prompts <= 0 or args.proxy_tokens <= 0):
         raise ConfigError("--proxy-prompts/--proxy-tokens", (args.proxy_prompts, args.proxy_tokens),
                           "must be positive (use --no-proxies to skip the proxies)")
@@ -101,17 +103,12 @@ def _log(msg: str) -> None:
 
 
 def _device(name: str):
-    from arena.training.device import pick_device
+    from arena.training.device import pick_device  # imports torch
 
     return pick_device(name)
 
 
 def run(args) -> int:
-    from arena.config import resolve_data_dir
-    from arena.errors import ConfigError
-    from arena.evaluation.api import base_scores, strip_units
-    from arena.evaluation.format import format_result
-
     if args.threads < 0:
         raise ConfigError("--threads", args.threads, "must be >= 0 (0: torch's default)")
     settings = settings_from_args(args)
@@ -140,11 +137,6 @@ def run(args) -> int:
 
 
 def _run_eval(args, settings, device) -> int:
-    from arena.errors import ArenaError
-    from arena.evaluation.api import strip_units
-    from arena.evaluation.format import format_comparison, format_result
-    from arena.evaluation.run import evaluate_run
-
     run_dir = Path(args.run)
     if args.target:
         raise ArenaError("--target applies to --model; a run is scored on its own target")

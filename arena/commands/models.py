@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from arena.models import catalog
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("models", help="list catalog models, or prepare one for offline use")
@@ -14,8 +16,6 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from arena.models import catalog
-
     if args.models_cmd == "prepare":
         if args.name == "tiny":
             print("tiny: nothing to prepare (built in memory, random init, seed 0)")

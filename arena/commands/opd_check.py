@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import json
 
+from arena.components import TARGETS
+from arena.config import resolve_data_dir
+from arena.errors import ConfigError
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("opd-check", help="teacher-student agreement on student rollouts (OPD diagnostics)")
@@ -31,8 +35,6 @@ def add_parser(sub) -> None:
 
 
 def _check_args(args) -> None:
-    from arena.errors import ConfigError
-
     for name in ("n_prompts", "top_k", "max_new_tokens", "buckets"):
         if getattr(args, name) <= 0:
             raise ConfigError(f"--{name.replace('_', '-')}", getattr(args, name), "must be a positive integer")
@@ -45,13 +47,12 @@ def opd_check(teacher: str, student: str = "smollm2-135m-instruct", target: str 
               precision: str = "auto", device: str = "auto", data_dir: str | None = None) -> dict:
     """Load student and teacher (same tokenizer, else ArenaError), sample the student on `n_prompts`
     held-out prompts of `target`, and return `opd_diagnostics` plus the provenance of both models."""
-    from arena.components import registry_for
-    from arena.config import resolve_data_dir
+    # torch and the models load only when the check runs (the CLI imports every command to list them)
     from arena.objectives.opd import opd_diagnostics
     from arena.objectives.teacher import load_student, load_teacher
     from arena.training.device import pick_device, resolve_precision
 
-    tcls = registry_for("target").get(target, field="--target")
+    tcls = TARGETS.get(target, field="--target")
     tgt = tcls(tcls.Options(), resolve_data_dir(data_dir))
     tgt.check_data()
     dev = pick_device(device)

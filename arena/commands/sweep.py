@@ -11,6 +11,12 @@ interrupted ones and keeps failed ones failed unless --retry-failed. See docs/sw
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from arena.errors import ArenaError
+from arena.sweeps.load import load_sweep_config
+from runners import run_sweep
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("sweep", help="run a sweep config (methods x objectives x targets x seeds); resumable")
@@ -29,12 +35,6 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from pathlib import Path
-
-    from arena.errors import ArenaError
-    from arena.sweep_config import load_sweep_config
-    from runners import run_sweep
-
     cfg = load_sweep_config(args.config, args.overrides)
     if args.jobs is not None and args.jobs <= 0:
         raise ArenaError(f"--jobs {args.jobs}: must be a positive integer")

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import sys
 
+from arena.config import dump_yaml, load_run_config
+from arena.errors import TrainingFailed
+
 
 def add_run_arguments(p) -> None:
     """Flags shared by commands that build a RunConfig (shortcuts for common --set keys)."""
@@ -25,8 +28,6 @@ def add_run_arguments(p) -> None:
 
 
 def config_from_args(args):
-    from arena.config import load_run_config
-
     shortcuts = [f"{k}={v}" for k, v in (
         ("model.name", args.model), ("method.name", args.method), ("target.name", args.target),
         ("objective.name", args.objective), ("train.steps", args.steps), ("train.lr", args.lr),
@@ -46,9 +47,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from arena.config import dump_yaml
-    from arena.errors import TrainingFailed
-    from arena.experiment import format_run_summary, run_training
+    from arena.experiment import format_run_summary, run_training  # imports torch
 
     cfg = config_from_args(args)
     if args.print_config:

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from arena.components import TARGETS
 from arena.errors import ConfigError
 from arena.evaluation import convert, stats
 from arena.evaluation import proxies as px
@@ -28,7 +29,6 @@ from arena.evaluation.settings import RunSettings
 from arena.evaluation.suites import resolve_tasks
 from arena.evaluation.tasks import TASKS_VERSION, get_task
 from arena.schema import build, to_dict
-from arena.targets import TARGETS
 
 Log = Callable[[str], None]
 

@@ -18,11 +18,11 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from arena.components import TARGETS
 from arena.data.io import data_file, sha256_file
 from arena.models.catalog import cache_root
 from arena.records import atomic_write_text
 from arena.schema import to_dict
-from arena.targets import TARGETS
 
 GENERATED_VERSION = 1  # version of the {"question", "answer"} rows of generated documents
 

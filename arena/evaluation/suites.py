@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from arena.errors import ConfigError, suggest
 from arena.evaluation.tasks import get_task
-from arena.targets import TARGETS
+from arena.components import TARGETS
 
 GENERAL = ("ifeval", "bbh", "nq_open")
 

@@ -30,10 +30,10 @@ from typing import Any
 
 import yaml
 
+from arena.components import TARGETS
 from arena.errors import ConfigError
 from arena.registry import Registry
 from arena.schema import build
-from arena.targets import TARGETS
 
 TASKS_VERSION = 1
 TASKDEFS = "taskdefs"  # the folder of task YAML files, package data of arena.evaluation

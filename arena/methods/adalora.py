@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from arena.components import METHODS
 from arena.errors import ConfigError
-from arena.methods.base import METHODS, PeftMethod, parse_target_modules
+from arena.methods.base import PeftMethod, parse_target_modules
 
 
 @METHODS.register("adalora")

@@ -18,9 +18,9 @@ from typing import Any, ClassVar
 
 import torch
 
+from arena.components import METHODS
 from arena.errors import ArenaError, ConfigError
 from arena.models.loader import unwrap_peft
-from arena.registry import Registry
 
 WeightAt = Callable[[float], torch.Tensor]  # α -> the weight of one parameter at α
 """A parameter's path θ(α): called with α, returns the weight (fp32) to write into the model."""
@@ -176,5 +176,3 @@ def adapter_layers(model: torch.nn.Module, layer_type: type) -> list[tuple[str, 
         out.append((name, layer, adapters[0]))
     return out
 
-
-METHODS: Registry[type[Method]] = Registry("method")

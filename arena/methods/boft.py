@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import torch
 
+from arena.components import METHODS
 from arena.errors import ConfigError
 from arena.methods.base import (
-    METHODS,
     PeftMethod,
     WeightAt,
     adapter_layers,

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
-from arena.methods.base import METHODS, Method
+from arena.components import METHODS
+from arena.methods.base import Method
 
 
 @METHODS.register("full")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from arena.methods.base import METHODS, PeftMethod, parse_target_modules
+from arena.components import METHODS
+from arena.methods.base import PeftMethod, parse_target_modules
 
 
 @METHODS.register("ia3")

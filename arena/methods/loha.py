@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from arena.methods.base import METHODS, PeftMethod, parse_target_modules
+from arena.components import METHODS
+from arena.methods.base import PeftMethod, parse_target_modules
 from arena.methods.lora import LowRankOptions
 
 

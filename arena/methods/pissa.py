@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from arena.components import METHODS
 from arena.errors import ConfigError
-from arena.methods.base import METHODS
 from arena.methods.lora import LoRA, LowRankOptions
 
 

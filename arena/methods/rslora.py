@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from arena.methods.base import METHODS
+from arena.components import METHODS
 from arena.methods.lora import LoRA
 
 

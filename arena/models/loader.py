@@ -15,6 +15,7 @@ from typing import Any
 
 from arena.errors import ArenaError
 from arena.models import catalog
+from arena.models.tiny import build_model, build_tokenizer
 
 
 def unwrap_peft(model):
@@ -37,8 +38,6 @@ class ModelInfo:
 
 @functools.lru_cache(maxsize=4)
 def _tiny_tokenizer(seed: int):
-    from arena.models.tiny import build_tokenizer
-
     return build_tokenizer(seed=seed)
 
 
@@ -80,8 +79,6 @@ def load_model(name: str, revision: str | None = None, trust_remote_code: bool =
     import torch
 
     if name == "tiny":
-        from arena.models.tiny import build_model
-
         tok = load_tokenizer("tiny")
         return build_model(tok, seed=0), tok, ModelInfo(name="tiny", source="random-init:seed0")
     path, info = _resolve(name, prepare_missing=True)

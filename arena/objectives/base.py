@@ -13,8 +13,6 @@ from typing import Any, ClassVar
 
 import torch
 
-from arena.registry import Registry
-
 
 @dataclass
 class TrainContext:
@@ -66,6 +64,3 @@ class Objective:
 
         return {"name": cls.name, "description": cls.description,
                 "options": {f.name: f.default for f in dataclasses.fields(cls.Options)}}
-
-
-OBJECTIVES: Registry[type[Objective]] = Registry("objective")

@@ -22,8 +22,9 @@ from typing import Optional
 
 import torch
 
+from arena.components import OBJECTIVES
 from arena.errors import ConfigError
-from arena.objectives.base import OBJECTIVES, LossOutput, Objective, TrainContext
+from arena.objectives.base import LossOutput, Objective, TrainContext
 from arena.objectives.opd import prepare_distillation, require_teacher
 from arena.objectives.rl_losses import generalized_jsd, reverse_kl
 from arena.objectives.teacher import align_vocab, teacher_completion_logits

@@ -23,8 +23,9 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from arena.components import OBJECTIVES
 from arena.errors import ConfigError
-from arena.objectives.base import OBJECTIVES, LossOutput, Objective, TrainContext
+from arena.objectives.base import LossOutput, Objective, TrainContext
 from arena.objectives.rl_losses import LossAgg, aggregate, clipped_policy_loss, group_advantages, k3_kl, scatter_tokens
 from arena.rewards import check_reward_name, resolve_reward
 from arena import rollouts as R

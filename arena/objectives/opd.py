@@ -25,8 +25,9 @@ from typing import Optional
 
 import torch
 
+from arena.components import OBJECTIVES
 from arena.errors import ConfigError
-from arena.objectives.base import OBJECTIVES, LossOutput, Objective, TrainContext
+from arena.objectives.base import LossOutput, Objective, TrainContext
 from arena.objectives.rl_losses import reverse_kl, teacher_topk, topk_agreement, topk_reverse_kl
 from arena.objectives.teacher import align_vocab, prepare_teacher, teacher_completion_logits
 from arena import rollouts as R

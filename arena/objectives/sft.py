@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from arena.objectives.base import OBJECTIVES, LossOutput, Objective, TrainContext
+from arena.components import OBJECTIVES
+from arena.objectives.base import LossOutput, Objective, TrainContext
 from arena.objectives.losses import label_logits, token_ce_sum
 from arena.training.device import autocast
 from arena.training.packing import pack, padding_free_batch, tokenize_examples

@@ -16,7 +16,9 @@ from pathlib import Path
 import torch
 
 from arena.errors import ArenaError
-from arena.models.loader import unwrap_peft
+from arena.models.loader import load_model, load_tokenizer, unwrap_peft
+from arena.rollouts import completion_logits
+from arena.runs import has_config, is_run_folder, load_run_model, read_run_config, weights_path
 
 
 def vocab_fingerprint(tokenizer) -> str:
@@ -64,12 +66,8 @@ def load_teacher(ref: str, device: torch.device | str = "cpu", student_tokenizer
     `ref` is an arena run folder or anything `load_model` accepts. With `student_tokenizer`, a
     different vocabulary raises ArenaError before anything else happens.
     """
-    from arena.models.loader import load_model, load_tokenizer
-    from arena.runs import has_config, is_run_folder, load_run_model, read_run_config, weights_path
-
     if not ref:
-        raise ArenaError("objective.teacher: no teacher given; pass a model name/folder or an arena run folder "
-                         "(--set objective.teacher=... or --teacher)")
+        raise ArenaError("objective.teacher: no teacher given; set it to a model name/folder or an arena run folder")
     p = Path(ref).expanduser()
     if p.is_dir() and has_config(p) and not is_run_folder(p):
         raise ArenaError(f"teacher {ref!r}: an arena run folder without final weights (no {weights_path(p)}); did it finish?")
@@ -113,7 +111,5 @@ def align_vocab(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> t
 @torch.no_grad()
 def teacher_completion_logits(teacher, batch: dict, device, precision: str) -> torch.Tensor:
     """The teacher's logits [n, V] at the batch's completion positions (order of `completion_logits`)."""
-    from arena.rollouts import completion_logits
-
     logits, _ = completion_logits(teacher, batch, device, precision)
     return logits.float()

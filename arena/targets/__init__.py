@@ -1,8 +1,2 @@
-"""Targets: what a run trains on and is scored on. Importing this package registers all of them."""
-
-from arena.targets.base import TARGETS, Example, Target
-
-# Imported for their side effect: each module registers its target in TARGETS.
-from arena.targets import arith, math, medical  # noqa: F401,E402
-
-__all__ = ["TARGETS", "Example", "Target"]
+"""Targets: what a run trains on and is scored on, one module each; each registers itself in
+`arena.components.TARGETS`, which imports the modules of this package on its first lookup."""

@@ -14,10 +14,11 @@ import random
 from dataclasses import dataclass, field
 from typing import Literal
 
+from arena.components import TARGETS
 from arena.data.io import rand_int, stable_shuffle
 from arena.errors import ConfigError, suggest
 from arena.schema import to_dict
-from arena.targets.base import TARGETS, Example, Target
+from arena.targets.base import Example, Target
 
 OPS = ("+", "-", "*")
 # Train pools may use at most this share of all distinct problems, so held-out problems remain.

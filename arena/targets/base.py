@@ -15,7 +15,6 @@ from typing import Any, ClassVar, Optional
 
 from arena.data.io import check_files, data_file
 from arena.errors import ConfigError
-from arena.registry import Registry
 
 
 @dataclass
@@ -98,6 +97,3 @@ class FileTarget(Target):
 
     def check_data(self) -> None:
         check_files(self.data_dir, self._files(), needed_by=f"target {self.name!r}")
-
-
-TARGETS: Registry[type[Target]] = Registry("target")

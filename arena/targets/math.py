@@ -19,9 +19,10 @@ from arena.data.io import (
     normalize_text,
     stable_shuffle,
 )
+from arena.components import TARGETS
 from arena.errors import DataError
 from arena.schema import to_dict
-from arena.targets.base import TARGETS, CappedOptions, Example, FileTarget
+from arena.targets.base import CappedOptions, Example, FileTarget
 
 GSM8K_TRAIN = "gsm8k/train.jsonl"
 GSM8K_TEST = "gsm8k/test.jsonl"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from arena.components import TARGETS
 from arena.data.io import (
     count_lines,
     file_summary,
@@ -19,7 +20,7 @@ from arena.data.io import (
 )
 from arena.errors import DataError
 from arena.schema import to_dict
-from arena.targets.base import TARGETS, CappedOptions, Conversion, Example, FileTarget
+from arena.targets.base import CappedOptions, Conversion, Example, FileTarget
 
 MEDMCQA = "medmcqa/dev.json"  # JSON Lines despite the name
 PUBMEDQA_ALL = "pubmedqa/ori_pqal.json"

@@ -19,8 +19,10 @@ import torch
 
 from arena.errors import TrainingFailed
 from arena.objectives.base import Objective, TrainContext
+from arena.training.cast_cache import FrozenCastCache
 from arena.training.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from arena.training.device import peak_memory_mb
+from arena.training.dropout import use_skip_dropout
 from arena.training.schedule import lr_factor
 
 
@@ -50,8 +52,6 @@ def _truncate_log(log_path: Path, after_step: int) -> None:
 def install_fast_paths(model: torch.nn.Module, cfg, device: torch.device) -> tuple[dict, list]:
     """Same-law, same-result implementation swaps for the duration of training (see
     arena/training/dropout.py and cast_cache.py); returns (what was installed, undo callables)."""
-    from arena.training.cast_cache import FrozenCastCache
-    from arena.training.dropout import use_skip_dropout
 
     info, undo = {}, []
     if cfg.dropout_sampler == "skip" or (cfg.dropout_sampler == "auto" and device.type == "cpu"):

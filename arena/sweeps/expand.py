@@ -1,0 +1,138 @@
+"""A SweepConfig -> its runs: resolved run configs, stable ids, and the settings of each stage.
+
+Run ids are `<label>-<target>-<objective>-s<seed>-<hash8>`, where hash8 is the sha256 of the resolved
+run config without presentation-only fields (output folder, data folder location, progress bars,
+log/save cadence, thread count: `arena.runs.RESULT_NEUTRAL_TRAIN_KEYS`). The same config always maps
+to the same id, so a re-run finds its runs; any change that alters training gives a new id.
+Evaluation/diagnostics/interpolation settings are not in the id: changing them re-scores the
+trained runs instead of retraining them (`stage_fingerprint` tells a worker which stages to redo).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from arena.config import run_config_from_dict
+from arena.errors import ArenaError, ConfigError
+from arena.runs import RESULT_NEUTRAL_TRAIN_KEYS
+from arena.schema import to_dict
+from arena.sweeps.spec import MethodEntry, SweepConfig, component_name
+
+
+@dataclass
+class RunSpec:
+    """One run of a sweep: its id, the resolved RunConfig (as a dict) and what to do after training."""
+
+    run_id: str
+    config: dict  # RunConfig.to_dict() with out = None (the runner sets it)
+    method: str
+    label: str
+    target: str
+    objective: str
+    seed: int
+    model: str
+    stages: dict  # stage name -> settings (eval / diagnostics / interpolation), absent = not run
+
+    FIELDS = ("run_id", "config", "method", "label", "target", "objective", "seed", "model", "stages")
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.FIELDS}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunSpec":
+        return cls(**{k: d[k] for k in cls.FIELDS})
+
+
+def identity(config: dict) -> dict:
+    """The part of a resolved run config that determines the trained weights (hashed into the id)."""
+    c = copy.deepcopy(config)
+    c.pop("out", None)
+    c.pop("data_dir", None)
+    for k in RESULT_NEUTRAL_TRAIN_KEYS:
+        c.get("train", {}).pop(k, None)
+    return c
+
+
+def config_hash(config: dict) -> str:
+    blob = json.dumps(identity(config), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:8]
+
+
+def stage_fingerprint(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.]+", "-", str(text)).strip("-") or "x"
+
+
+def _component_dict(entry) -> dict:
+    return {"name": entry} if isinstance(entry, str) else dict(entry)
+
+
+def stages_for(cfg: SweepConfig, m: MethodEntry, seed: int) -> dict:
+    """The stages one run gets, each as the settings dict its stage function rebuilds."""
+    stages = {}
+    if cfg.eval.enabled:
+        stages["eval"] = cfg.eval.plan()
+    if cfg.diagnostics.enabled:
+        stages["diagnostics"] = cfg.diagnostics.plan()
+    if cfg.interpolation.selects(m.label, m.name, seed):
+        stages["interpolation"] = cfg.interpolation.plan(path=cfg.interpolation.path_for(m.name))
+    return stages
+
+
+def _run_config(raw: dict, where: str):
+    try:
+        return run_config_from_dict(raw)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e.field}", e.value, e.allowed) from None
+    except ArenaError as e:
+        raise ArenaError(f"{where}: {e}") from None
+
+
+def expand(cfg: SweepConfig) -> list[RunSpec]:
+    """Every run of the sweep, in the order they run: seed, then target, objective, method, model.
+
+    Seeds are the outer loop so that an interrupted sweep has complete method comparisons for the
+    first seeds rather than every seed of the first methods.
+    """
+    runs: list[RunSpec] = []
+    seen: dict[str, str] = {}
+    for seed in cfg.seeds:
+        for target in cfg.targets:
+            for objective in cfg.objectives:
+                obj_name = component_name(objective, "objectives")
+                objective = _component_dict(objective)
+                obj_train = objective.pop("train", None) or {}
+                for mi, m in enumerate(cfg.methods):
+                    if m.objectives is not None and obj_name not in m.objectives:
+                        continue
+                    for model in cfg.models:
+                        train = {**cfg.train, **to_dict(cfg.budget), **obj_train, "seed": seed, **m.train}
+                        lr = m.lr_for(obj_name)
+                        if lr is not None:
+                            train["lr"] = lr
+                        raw = {"model": model, "method": {"name": m.name, **m.options},
+                               "target": _component_dict(target), "objective": objective,
+                               "train": train, "probe": cfg.probe, "data_dir": cfg.data_dir}
+                        rc = _run_config(raw, f"methods[{mi}] ({m.label}) x target {component_name(target, 'targets')} "
+                                              f"x objective {obj_name} x seed {seed}")
+                        d = rc.to_dict()
+                        d["out"] = None
+                        rid = f"{_slug(m.label)}-{_slug(rc.target.name)}-{_slug(rc.objective.name)}-s{seed}-{config_hash(d)}"
+                        if len(cfg.models) > 1:
+                            rid = f"{_slug(Path(rc.model.name).name)}-{rid}"
+                        if rid in seen:
+                            raise ConfigError(f"methods[{mi}]", m.label, f"resolves to the same run as {seen[rid]} ({rid}); "
+                                                                         "two entries train the identical config")
+                        seen[rid] = f"methods[{mi}]"
+                        runs.append(RunSpec(run_id=rid, config=d, method=m.name, label=m.label, target=rc.target.name,
+                                            objective=rc.objective.name, seed=seed, model=rc.model.name,
+                                            stages=stages_for(cfg, m, seed)))
+    return runs
