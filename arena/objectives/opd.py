@@ -36,8 +36,7 @@ from arena import rollouts as R
 def require_teacher(options) -> None:
     if not options.teacher:
         raise ConfigError("objective.teacher", options.teacher,
-                          "required: a model name/folder or an arena run folder sharing the student's tokenizer "
-                          "(--set objective.teacher=... or --teacher)")
+                          "required: a model name/folder or an arena run folder sharing the student's tokenizer")
 
 
 def prepare_distillation(obj: Objective, ctx: TrainContext) -> dict:

@@ -2,8 +2,8 @@
 
 A teacher is any model reference `load_model` understands (catalog name, `tiny`, a transformers
 folder, a hub id) or an arena run folder (config.yaml + final/), rebuilt as a merged model with
-`load_run_model` — on CPU the natural teacher is a checkpoint the arena itself produced (DESIGN.md,
-"Models"). Distillation compares distributions token by token, so teacher and student must share
+`load_run_model` — on CPU the natural teacher is a checkpoint the arena itself produced
+(docs/design.md#teachers-for-distillation). Distillation compares distributions token by token, so teacher and student must share
 the tokenizer: a different vocabulary is refused with an error naming both models.
 """
 

@@ -54,7 +54,7 @@ Component = Union[str, dict]  # a registered name, or a mapping with 'name' and 
 
 @dataclass
 class BudgetConfig:
-    """The shared budget: every run of the sweep trains on the same tokens (DESIGN.md "training core")."""
+    """The shared budget: every run of the sweep trains on the same tokens (docs/design.md#shared-budget)."""
 
     steps: int = 40
     batch_size: int = 4

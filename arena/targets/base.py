@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Optional
 
 from arena.data.io import check_files, data_file
-from arena.errors import ConfigError
+from arena.errors import ConfigError, DataError
+from arena.schema import to_dict
 
 
 @dataclass
@@ -97,3 +98,23 @@ class FileTarget(Target):
 
     def check_data(self) -> None:
         check_files(self.data_dir, self._files(), needed_by=f"target {self.name!r}")
+
+    def describe(self) -> dict:
+        """Name, options, data folder and eval tasks, then `describe_data()` — or the data error."""
+        info = {"name": self.name, "description": self.description, "options": to_dict(self.options),
+                "data_dir": self.data_dir, "eval_tasks": self.eval_tasks()}
+        try:
+            self.check_data()
+        except DataError as e:
+            return {**info, "error": str(e)}
+        return {**info, **self.describe_data()}
+
+    def describe_data(self) -> dict:
+        """{"files", "train": {"pool", "size"}, "heldout": {"source", "pool"}} from the files (checked)."""
+        raise NotImplementedError
+
+    def train_size(self, pool: dict[str, int]) -> dict:
+        """The train summary: the pool per source and the size after the `max_train_examples` cap."""
+        total = sum(pool.values())
+        cap = self.options.max_train_examples
+        return {"pool": pool, "size": total if cap is None else min(cap, total)}

@@ -21,7 +21,6 @@ from arena.data.io import (
 )
 from arena.components import TARGETS
 from arena.errors import DataError
-from arena.schema import to_dict
 from arena.targets.base import CappedOptions, Example, FileTarget
 
 GSM8K_TRAIN = "gsm8k/train.jsonl"
@@ -152,23 +151,14 @@ class MathTarget(FileTarget):
     def eval_tasks(self) -> list[str]:
         return ["gsm8k", "math500"]
 
-    def describe(self) -> dict:
-        info = {"name": self.name, "description": self.description, "options": to_dict(self.options),
-                "data_dir": self.data_dir, "eval_tasks": self.eval_tasks()}
-        try:
-            self.check_data()
-        except DataError as e:
-            return {**info, "error": str(e)}
+    def describe_data(self) -> dict:
         counts = {rel: count_lines(self._path(rel)) for rel in self._files()}
         pool = {"gsm8k_train": counts[GSM8K_TRAIN]}
         if self.options.include_math_extra:
             # PROVENANCE.md: every MATH-500 problem is in the full test set, so the extra is the difference.
             pool["math_extra"] = counts[MATH_FULL] - counts[MATH_500]
-        total = sum(pool.values())
-        cap = self.options.max_train_examples
         files = file_summary(self.data_dir, self._files())
         for rel in files:
             files[rel]["records"] = counts[rel]
-        return {**info, "files": files,
-                "train": {"pool": pool, "size": total if cap is None else min(cap, total)},
+        return {"files": files, "train": self.train_size(pool),
                 "heldout": {"source": GSM8K_TEST, "pool": counts[GSM8K_TEST]}}

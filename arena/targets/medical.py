@@ -19,7 +19,6 @@ from arena.data.io import (
     stratified_subset,
 )
 from arena.errors import DataError
-from arena.schema import to_dict
 from arena.targets.base import CappedOptions, Conversion, Example, FileTarget
 
 MEDMCQA = "medmcqa/dev.json"  # JSON Lines despite the name
@@ -204,13 +203,7 @@ class MedicalTarget(FileTarget):
     def eval_tasks(self) -> list[str]:
         return ["medqa_4options", "pubmedqa"]
 
-    def describe(self) -> dict:
-        info = {"name": self.name, "description": self.description, "options": to_dict(self.options),
-                "data_dir": self.data_dir, "eval_tasks": self.eval_tasks()}
-        try:
-            self.check_data()
-        except DataError as e:
-            return {**info, "error": str(e)}
+    def describe_data(self) -> dict:
         files = file_summary(self.data_dir, self._files())
         for rel in (MEDMCQA, MEDQA_TEST):
             files[rel]["records"] = count_lines(self._path(rel))
@@ -220,8 +213,5 @@ class MedicalTarget(FileTarget):
             labelled, test = self._pubmedqa_dicts()
             files[PUBMEDQA_ALL]["records"], files[PUBMEDQA_TEST]["records"] = len(labelled), len(test)
             pool["pubmedqa_train"] = len(set(labelled) - set(test))
-        total = sum(pool.values())
-        cap = self.options.max_train_examples
-        return {**info, "files": files,
-                "train": {"pool": pool, "size": total if cap is None else min(cap, total)},
+        return {"files": files, "train": self.train_size(pool),
                 "heldout": {"source": MEDQA_TEST, "pool": files[MEDQA_TEST]["records"]}}

@@ -27,7 +27,7 @@ def pick_device(requested: str = "auto") -> torch.device:
 def resolve_precision(precision: str, device: torch.device) -> str:
     """'auto' -> bf16 autocast over fp32 master weights wherever bf16 matmuls are fast.
 
-    Measured on the 2-core CPU (DESIGN.md): autocast is ~2x fp32 for LoRA and full FT, and pure
+    Measured on the 2-core CPU (docs/design.md#precision): autocast is ~2x fp32 for LoRA and full FT, and pure
     bf16 full fine-tuning loses most AdamW updates at small LRs, so fp32 masters stay.
     """
     if precision != "auto":
