@@ -16,6 +16,7 @@ import textwrap
 
 import pytest
 import torch
+from doc_examples import import_doc_module
 
 from arena.analysis import metrics as M
 from arena.analysis.capture import Capture
@@ -114,38 +115,23 @@ def test_registering_twice_is_refused():
                                          compute=cka.compute, specs=cka.specs))
 
 
-THROWAWAY = '''
-"""A throw-away diagnostic metric: the RMS of the change of the module outputs."""
-from arena.analysis.metrics import DistributionInputs, ModuleMetric, per_distribution, register
-
-
-def _rms(x: DistributionInputs) -> dict:
-    import torch
-
-    return {"rms": float(torch.sqrt(((x.tuned_outputs - x.base_outputs).double() ** 2).mean()))}
-
-
-register(ModuleMetric(
-    name="output_rms", section="geometry", scope="distribution", compute=_rms,
-    specs=per_distribution("output_rms_{dist}", ("geometry", "{dist}", "rms"), "RMS {D}",
-                           "RMS of X1 - X0 on {dist} prompts", False, unit="activation",
-                           table=("general",), table_rank=7.5),
-))
-'''
-
-
-def test_a_metric_is_one_module(tmp_path, monkeypatch, computed):
-    """docs/extending.md's walk-through: one new module registers a metric; nothing else changes."""
+def test_the_documented_metric_is_one_module(tmp_path, monkeypatch, computed):
+    """docs/extending.md's walk-through: the output-RMS module, loaded from the page into a copy of
+    the registry, reaches the module dict, the summary and the table; nothing else is edited."""
     monkeypatch.setattr(registry, "METRICS", dict(registry.METRICS))
-    (tmp_path / "throwaway_rms.py").write_text(THROWAWAY)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delitem(sys.modules, "throwaway_rms", raising=False)
-    import throwaway_rms  # noqa: F401
+    module = import_doc_module("# arena/analysis/metrics/output_rms.py", tmp_path, monkeypatch)
+    assert "output_rms" in registry.METRICS
+    # the metadata imports without torch, as the built-in metric modules do
+    code = f"import runpy, sys; runpy.run_path({module.__file__!r}); assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
 
     keys = [s.key for s in M.metric_specs()]
     assert keys.index("output_rms_general") == keys.index("cka_general") + 1  # its section, its distribution
     same, moved = (module_metrics(MOD, *_pair(c)) for c in (False, True))
     assert same["geometry"]["general"]["rms"] == 0.0 and moved["geometry"]["target"]["rms"] > 0
+    w0, w1, base, tuned = _pair(True)  # the documented formula: sqrt(mean((X1 - X0)^2))
+    x0, x1 = base["general"].outputs[MOD], tuned["general"].outputs[MOD]
+    assert moved["geometry"]["general"]["rms"] == pytest.approx(float(((x1 - x0).double() ** 2).mean().sqrt()))
     summary = summarize_modules({MOD: moved})
     assert summary["output_rms_target"] == moved["geometry"]["target"]["rms"]
     diag = {"modules": {MOD: moved}, "summary": summary, "timings": {"output_rms_s": 0.0}, "distributions": {}}

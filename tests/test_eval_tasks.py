@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 import pytest
+from doc_examples import write_doc_file
 
 from arena.errors import ConfigError, DataError
 from arena.evaluation.build import build_subtasks, export_yaml
@@ -135,8 +136,9 @@ def test_ifeval_subsets_keep_the_sentence_counting_prompts(built):
 
 @needs_data
 def test_ifeval_sentence_checkers_run_with_punkt_tab_on_all_64_prompts(built):
-    """The misleading failure (docs/design.md "IFEval needs punkt_tab"): only these prompts need
-    punkt_tab, and only for a non-empty response. Score a real multi-sentence response on every one of them."""
+    """The misleading failure (docs/design.md#ifeval-needs-punkt_tab): only these prompts need
+    punkt_tab, and only for a non-empty response. Score a real multi-sentence response on every one
+    of them."""
     from lm_eval.tasks.ifeval.utils import process_results
 
     ensure_punkt(str(DATA))
@@ -333,24 +335,48 @@ def test_bbh_subtasks_are_the_stock_folders_of_every_variant():
         assert sorted(p.stem for p in folder.glob("*.yaml") if not p.name.startswith("_")) == get_task("bbh").subtasks
 
 
-def test_a_new_task_is_one_yaml_file(tmp_path, monkeypatch):
-    """The walk-through of docs/extending.md: a benchmark is a YAML file that includes a stock task."""
-    from arena.evaluation.build import BuildContext, build_task
+# Three ARC-style questions in the HF layout (written for this test): labels as letters, and as
+# digits (as some ARC questions have them), so the target index is looked up, not assumed.
+ARC_ROWS = [
+    {"id": "q1", "question": "Which gas do plants take in from the air to make food?", "answerKey": "B",
+     "choices": {"text": ["oxygen", "carbon dioxide", "nitrogen", "helium"], "label": ["A", "B", "C", "D"]}},
+    {"id": "q2", "question": "What makes a shadow?", "answerKey": "3",
+     "choices": {"text": ["heat", "sound", "an object blocking light"], "label": ["1", "2", "3"]}},
+    {"id": "q3", "question": "Which is a liquid at room temperature?", "answerKey": "A",
+     "choices": {"text": ["water", "ice", "steam", "salt"], "label": ["A", "B", "C", "D"]}},
+]
 
-    (tmp_path / "data" / "mini").mkdir(parents=True)
-    (tmp_path / "data" / "mini" / "dev.jsonl").write_text(json.dumps({"question": "q", "answer": ["a"]}) + "\n")
-    f = tmp_path / "nq_mini.yaml"
-    f.write_text("description: NQ-open on a one-question file\ninclude: nq_open/nq_open.yaml\n"
-                 "metric: exact_match\nmax_gen_toks: 8\ndata: {validation: mini/dev.jsonl}\n")
-    td = load_task_file(f)
-    assert isinstance(td, TaskDef) and td.name == "nq_mini" and td.files == ("mini/dev.jsonl",)
-    (st,) = build_task(td, BuildContext(str(tmp_path / "data"), TaskOptions()))
-    cfg = st.config()
-    assert cfg["task"] == "nq_open" and cfg["generation_kwargs"]["max_gen_toks"] == 8
-    assert cfg["dataset_kwargs"]["data_files"] == {"validation": str(tmp_path / "data" / "mini" / "dev.jsonl")}
+
+def test_the_documented_task_file_builds_through_lm_eval(tmp_path, monkeypatch):
+    """docs/extending.md's benchmark walk-through: its ARC-Easy task file, loaded from the page into
+    a copy of TASKS, builds through lm-eval on a local file in the HF layout."""
+    from arena.evaluation.build import data_fingerprint
+    from arena.evaluation.tasks import register
+
+    td = load_task_file(write_doc_file("# arena/evaluation/taskdefs/arc_easy.yaml", tmp_path / "arc_easy.yaml",
+                                       lang="yaml"))
+    assert isinstance(td, TaskDef) and td.name == "arc_easy" and td.files == ("arc/ARC-Easy-Test.jsonl",)
+    assert not td.generate and td.max_gen_toks is None and td.metric == "acc" and td.metrics == ["acc_norm"]
+    data = tmp_path / "data"
+    (data / "arc").mkdir(parents=True)
+    (data / "arc" / "ARC-Easy-Test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ARC_ROWS))
     monkeypatch.setattr(TASKS, "_items", dict(TASKS._items))  # registered for this test only
-    TASKS.register(td.name)(td)
-    assert resolve_tasks(["general"], None, ["nq_mini"]) == {"extra": ["nq_mini"]}
+    register(td)
+
+    built = plan(["arc_easy"], str(data), RunSettings(limit=2))
+    task = built["tasks"]["arc_easy"]
+    docs = task.eval_docs
+    assert len(docs) == 3 and len(built["samples"]["arc_easy"]) == 2
+    assert task.doc_to_text(docs[0]) == "Question: Which gas do plants take in from the air to make food?\nAnswer:"
+    assert [task.doc_to_target(d) for d in docs] == [1, 2, 0]
+    assert task.doc_to_choice(docs[1])[2] == "an object blocking light"
+    assert {m["metric"] for m in task.config.metric_list} >= {"acc", "acc_norm"}
+    (st,) = built["subtasks"]["arc_easy"]
+    cfg = st.config()
+    assert cfg["training_split"] is None and cfg["validation_split"] is None and cfg["test_split"] == "test"
+    assert cfg["dataset_kwargs"]["data_files"] == {"test": str(data / "arc" / "ARC-Easy-Test.jsonl")}
+    assert list(data_fingerprint("arc_easy", str(data))) == ["arc/ARC-Easy-Test.jsonl"]
+    assert resolve_tasks(["general"], None, ["arc_easy"]) == {"extra": ["arc_easy"]}
 
 
 def test_task_file_errors_name_the_file_and_field(tmp_path):

@@ -12,6 +12,7 @@ import json
 
 import pytest
 import torch
+from doc_examples import import_doc_module
 
 from arena.errors import ConfigError
 from arena.components import METHODS
@@ -84,10 +85,13 @@ def test_wrapped_at_init_equals_base(name, tiny_run_config, tiny_base):
 @pytest.fixture(scope="module", params=ALL_METHODS)
 def trained(request, tmp_path_factory, tiny_run_config):
     """One 10-step run per method through the real experiment path, shared by the tests below."""
+    name = request.param
+    return _train(name, tmp_path_factory.mktemp(f"run-{name}") / "run", tiny_run_config)
+
+
+def _train(name: str, out, tiny_run_config) -> dict:
     from arena.experiment import run_training
 
-    name = request.param
-    out = tmp_path_factory.mktemp(f"run-{name}") / "run"
     cfg = tiny_run_config(method=name, train__lr=LR.get(name, 1e-2), out=str(out))
     record = run_training(cfg, log=lambda msg: None)
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
@@ -168,3 +172,21 @@ def test_generator_path_contract(trained, tiny_base):
         weight_at = make(w0)
         assert torch.equal(weight_at(0.0), w0), f"{name}: {n} at alpha=0 is not W0"
         torch.testing.assert_close(weight_at(1.0), merged[n].detach().float(), atol=1e-5, rtol=0)
+
+
+def test_the_documented_method_passes_the_contract(tmp_path, monkeypatch, tiny_run_config, tiny_base):
+    """The OLoRA example of docs/extending.md, imported from the page into a copy of METHODS: the
+    identity at init holds to fp32 round-off only (the page's one INIT_ATOL entry), the rest at once."""
+    monkeypatch.setattr(METHODS, "_items", dict(METHODS._items))
+    import_doc_module("# arena/methods/olora.py", tmp_path, monkeypatch)
+    assert "olora" in METHODS and METHODS.get("olora").Options().rank > 0
+    with pytest.raises(AssertionError, match="differs from the base at init"):
+        test_wrapped_at_init_equals_base("olora", tiny_run_config, tiny_base)
+    monkeypatch.setitem(INIT_ATOL, "olora", 1e-5)
+    test_wrapped_at_init_equals_base("olora", tiny_run_config, tiny_base)
+    trained = _train("olora", tmp_path / "run", tiny_run_config)
+    test_training_decreases_loss(trained)
+    test_trainable_parameter_count(trained)
+    test_merge_gives_plain_model_with_same_logits(trained, tiny_base)
+    test_load_run_model_reproduces_trained_model(trained, tiny_base)
+    test_generator_path_contract(trained, tiny_base)

@@ -15,14 +15,13 @@ objectives learn from a second tiny model (seed 1, same tokenizer).
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import math
-import re
 from pathlib import Path
 
 import pytest
 import torch
+from doc_examples import import_doc_module
 from safetensors.torch import load_file
 
 from arena.components import build_components
@@ -33,7 +32,6 @@ from arena.rewards import REWARDS
 from arena.runs import load_and_wrap
 
 ALL_OBJECTIVES = OBJECTIVES.names()
-EXTENDING = Path(__file__).resolve().parents[1] / "docs" / "extending.md"
 QUIET = {"log": lambda msg: None}
 DENSE_REWARD = "contract_digit_share"
 # Fields of an objective's Options set to small values, whichever objective declares them.
@@ -199,23 +197,12 @@ def test_training_is_exactly_resumable(name, objective_config, tmp_path, monkeyp
 
 # -- the worked example of docs/extending.md -----------------------------------------------------
 
-def doc_example(first_line: str) -> str:
-    """The ```python block of docs/extending.md whose first line is `first_line`."""
-    blocks = re.findall(r"```python\n(.*?)```", EXTENDING.read_text(encoding="utf-8"), re.S)
-    found = [b for b in blocks if b.splitlines()[0].strip() == first_line]
-    assert len(found) == 1, f"docs/extending.md has {len(found)} python blocks starting with {first_line!r}"
-    return found[0]
-
-
 @pytest.fixture
 def documented_objective(tmp_path, monkeypatch):
     """The DFT example of docs/extending.md, imported from a temporary module into a copy of the
     registry (restored after the test), as a contributor's new file would register it."""
     monkeypatch.setattr(OBJECTIVES, "_items", dict(OBJECTIVES._items))
-    path = tmp_path / "arena_doc_example_dft.py"
-    path.write_text(doc_example("# arena/objectives/dft.py"))
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    import_doc_module("# arena/objectives/dft.py", tmp_path, monkeypatch)
     assert "dft" in OBJECTIVES
     return "dft"
 

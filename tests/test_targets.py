@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import collections
 import json
+import math
 import os
 import re
 from pathlib import Path
 
 import pytest
+from doc_examples import import_doc_module, write_doc_file
 
 from arena.data import (
     data_file,
@@ -90,56 +92,66 @@ def test_target_contract(name):
     check_target_contract(make(name))
 
 
-COUNTDOWN = """
-from dataclasses import dataclass
+@pytest.fixture
+def documented_target(tmp_path, monkeypatch):
+    """The letters example of docs/extending.md: its module imported from a temporary folder and
+    its task file loaded, into copies of TARGETS and TASKS (restored after the test)."""
+    from arena.evaluation.tasks import load_task_file, register
 
-from arena.components import TARGETS
-from arena.targets.base import Example, Target
-
-
-@TARGETS.register("countdown")
-class CountdownTarget(Target):
-    name = "countdown"
-    description = "the number before n; generated, no data files"
-    default_reward = "arith"
-    answer_format = "number"
-
-    @dataclass
-    class Options:
-        n_train: int = 50
-
-    def _example(self, n):
-        return Example(prompt=f"What comes before {n}?", response=f"{n} - 1 = {n - 1}", answer=str(n - 1))
-
-    def train_examples(self, seed):
-        return [self._example(n) for n in range(1, self.options.n_train + 1)]
-
-    def heldout_examples(self, n, seed):
-        return [self._example(1000 + seed + i) for i in range(n)]
-
-    def eval_tasks(self):
-        return ["gsm8k"]
-
-    def describe(self):
-        return {"name": self.name, "train": {"size": self.options.n_train}, "heldout": {"pool": 10**6}}
-"""
+    monkeypatch.setattr(TARGETS, "_items", dict(TARGETS._items))
+    monkeypatch.setattr(TASKS, "_items", dict(TASKS._items))
+    import_doc_module("# arena/targets/letters.py", tmp_path, monkeypatch)
+    register(load_task_file(write_doc_file("# arena/evaluation/taskdefs/letters.yaml", tmp_path / "letters.yaml",
+                                           lang="yaml")))
+    return "letters"
 
 
-def test_a_new_target_is_one_module(tmp_path, monkeypatch):
-    """The walk-through of docs/extending.md: one module registers the target; nothing else is edited."""
-    import importlib
+def test_the_documented_target_end_to_end(documented_target, tmp_path):
+    """docs/extending.md's walk-through: one target module (and its benchmark's task file) is all
+    it takes to train on, probe, reward and evaluate a new target."""
+    from conftest import tiny_overrides
+    from lm_eval.filters.extraction import RegexFilter
 
+    from arena.config import load_run_config
+    from arena.evaluation.runner import plan
+    from arena.evaluation.settings import RunSettings
     from arena.evaluation.suites import resolve_tasks
+    from arena.experiment import run_training
 
-    (tmp_path / "countdown_target.py").write_text(COUNTDOWN)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(TARGETS, "_items", dict(TARGETS._items))  # registered for this test only
-    importlib.import_module("countdown_target")
-    assert "countdown" in TARGETS.names()
-    t = make("countdown", data_dir=None)
-    check_target_contract(t)
-    assert resolve_tasks(["countdown"]) == {"target": ["gsm8k"]}
-    assert resolve_reward("auto", "countdown")[0] == "arith"
+    name = documented_target
+    assert name in TARGETS.names() and TARGETS.get(name).name == name
+    t = make(name, data_dir=None)
+    check_target_contract(t)  # includes: every held-out reference response scores 1.0 under `arith`
+    held = t.heldout_examples(200, seed=0)
+    train = {(e.meta["word"], e.meta["letter"]) for e in t.train_examples(0)}
+    assert len(train) == 2000 and not train & {(e.meta["word"], e.meta["letter"]) for e in held}
+    e = held[0]  # the documented shape: the count of the letter, after the last '='
+    assert e.answer == str(e.meta["word"].count(e.meta["letter"])) and e.response.endswith(f"= {e.answer}")
+    assert resolve_reward("auto", name)[0] == "arith"
+    assert resolve_tasks([name]) == {"target": ["letters"]}
+    with pytest.raises(ConfigError, match="target.n_train"):
+        build(TARGETS.get(name).Options, {"alphabet": 2, "length": 2, "n_train": 5}, prefix="target")
+
+    # its benchmark builds through lm-eval on the held-out stream, and the filter reads the count
+    built = plan(["letters"], None, RunSettings(limit=4), target=t)
+    task = built["tasks"]["letters"]
+    docs = task.eval_docs
+    ref = t.heldout_examples(500, 0)
+    assert len(docs) == 500 and len(built["samples"]["letters"]) == 4
+    assert (task.doc_to_text(docs[0]), docs[0]["answer"]) == (ref[0].prompt, ref[0].answer)
+    spec = task.config.filter_list[0]["filter"][0]
+    flt = RegexFilter(regex_pattern=spec["regex_pattern"], group_select=spec["group_select"])
+    assert list(flt.apply([[ref[0].response]], [docs[0]]))[0][0] == ref[0].answer
+    assert task.config.generation_kwargs["max_gen_toks"] == 32
+
+    # and a run of the tiny model trains on it and probes it (held-out NLL and greedy answers)
+    out = tmp_path / "run"
+    record = run_training(load_run_config(None, tiny_overrides("probe.greedy=2", target=name, train__steps=2,
+                                                               out=str(out))), log=lambda m: None)
+    assert record["status"] == "done" and (out / "final").is_dir()
+    assert record["target"] == name and record["data"]["examples"] == 256  # TINY_DEFAULTS: target.n_train=256
+    tuned = record["probes"]["tuned"]
+    assert math.isfinite(tuned["target_nll"]["nll"]) and tuned["greedy"]["n"] == 2
 
 
 # ---------------------------------------------------------------- io

@@ -4,17 +4,17 @@ Torch-free: import this (not arena.analysis.diagnostics) for column lists, label
 
     from arena.analysis.metrics import metric_specs, summary_specs, table_specs, get_spec
 
-A new metric is one module that calls `register(ModuleMetric(...))` (see metrics/cka.py); the
-built-in ones are imported below, in the order their values appear in a module's dict and in the
-summary. `arena.analysis.module_metrics` computes and summarises whatever is registered.
+A new metric is one module in this package that calls `register(ModuleMetric(...))` (see
+metrics/cka.py): every module here is imported below, and `ModuleMetric.order` places its values in
+a module's dict and in the summary. `arena.analysis.module_metrics` computes and summarises
+whatever is registered.
 """
 
 from __future__ import annotations
 
-# Imported for registration; this order is the order of a module's dict and of the summary.
-# isort: off
-from arena.analysis.metrics import csd, procrustes, gram, cka, spectral  # noqa: F401
-# isort: on
+import importlib
+import pkgutil
+
 from arena.analysis.metrics import registry
 from arena.analysis.metrics.registry import (
     AGGREGATIONS,
@@ -27,6 +27,13 @@ from arena.analysis.metrics.registry import (
     per_distribution,
     register,
 )
+
+# Every module of this package registers its metrics when imported: importing them all here is what
+# makes a new metric one file. Their place in the record comes from ModuleMetric.order, not from
+# the import order, so discovery order does not matter.
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name != "registry":
+        importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["AGGREGATIONS", "DISTS", "METRICS", "DistributionInputs", "MetricSpec", "ModuleInputs", "ModuleMetric",
            "get_spec", "metric_specs", "metric_units", "per_distribution", "register", "sections", "summary_specs",

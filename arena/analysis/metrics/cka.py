@@ -20,7 +20,7 @@ def _cka(x: DistributionInputs) -> dict:
 
 
 register(ModuleMetric(
-    name="cka", section="geometry", scope="distribution", compute=_cka,
+    name="cka", order=40, section="geometry", scope="distribution", compute=_cka,
     specs=per_distribution("cka_{dist}", ("geometry", "{dist}", "cka"), "CKA {D}",
                            "linear CKA of base vs tuned outputs, {dist} prompts (1 = same up to rotation and "
                            "scale)", True, table=("general", "target"), table_rank=7),

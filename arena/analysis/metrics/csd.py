@@ -38,7 +38,7 @@ def _ratio(x: ModuleInputs) -> dict | None:
 
 
 register(ModuleMetric(
-    name="csd", section="csd", scope="distribution", compute=_csd,
+    name="csd", order=10, section="csd", scope="distribution", compute=_csd,
     specs=tuple(s for k, (about, unit) in _ABOUT.items()
                 for s in per_distribution(f"csd_{k}_{{dist}}", ("csd", "{dist}", k), f"CSD{k} {{D}}", about, False,
                                           unit=unit, table=_TABLE.get(k, (None, ()))[1],
@@ -46,7 +46,7 @@ register(ModuleMetric(
 ))
 
 register(ModuleMetric(
-    name="csd_ratio", section="csd", scope="module", slot="ratio", compute=_ratio, timer="csd",
+    name="csd_ratio", order=11, section="csd", scope="module", slot="ratio", compute=_ratio, timer="csd",
     specs=tuple(MetricSpec(key=f"csd_ratio_{k}", path=("csd", "ratio", k), label=f"G/T {k}",
                            description=f"CSD_{k}(general) / CSD_{k}(target): > 1 moves general-prompt "
                                        f"activations more than the target ones", higher_is_better=False,

@@ -20,7 +20,7 @@ def _gram(x: DistributionInputs) -> dict:
 
 
 register(ModuleMetric(
-    name="gram", section="geometry", scope="distribution", compute=_gram,
+    name="gram", order=30, section="geometry", scope="distribution", compute=_gram,
     specs=per_distribution("gram_{dist}", ("geometry", "{dist}", "gram"), "Gram {D}",
                            "‖Z1 Z1ᵀ − Z0 Z0ᵀ‖_F / ‖Z0 Z0ᵀ‖_F of row-normalised outputs, {dist} prompts", False,
                            table=("general",), table_rank=6),

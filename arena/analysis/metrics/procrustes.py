@@ -21,7 +21,7 @@ def _procrustes(x: DistributionInputs) -> dict:
 
 
 register(ModuleMetric(
-    name="procrustes", section="geometry", scope="distribution", compute=_procrustes,
+    name="procrustes", order=20, section="geometry", scope="distribution", compute=_procrustes,
     specs=(*per_distribution("procrustes_{dist}", ("geometry", "{dist}", "procrustes"), "Proc {D}",
                              "‖X1 R − X0‖_F / ‖X0‖_F after centring and the best rotation R, {dist} prompts",
                              False, table=("general", "target"), table_rank=4),

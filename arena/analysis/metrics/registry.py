@@ -106,13 +106,16 @@ class ModuleMetric:
     specs: tuple[MetricSpec, ...]
     slot: str | None = None
     timer: str | None = None  # its bucket in the record's timings ("<timer>_s"; None: the metric's name)
+    # Its place among the registered metrics (built-ins 10..50, in steps of 10): the order of a module's
+    # dict, of the summary and of the table. Ties keep registration order; a new metric goes last.
+    order: int = 1000
 
     @property
     def timer_name(self) -> str:
         return self.timer or self.name
 
 
-# Registration order is the order of a module's dict and of the summary, so this is an ordered dict.
+# Kept sorted by ModuleMetric.order (stable): the order of a module's dict and of the summary.
 METRICS: dict[str, ModuleMetric] = {}
 
 
@@ -131,4 +134,7 @@ def register(metric: ModuleMetric) -> ModuleMetric:
                              f"known: {', '.join(AGGREGATIONS)}")
         known.add(s.key)
     METRICS[metric.name] = metric
+    ordered = sorted(METRICS.values(), key=lambda m: m.order)  # stable: ties keep registration order
+    METRICS.clear()
+    METRICS.update((m.name, m) for m in ordered)
     return metric

@@ -26,7 +26,7 @@ def _spec(key: str, field: str, label: str, description: str, higher_is_better: 
 
 _k = "W0's top-k singular"
 register(ModuleMetric(
-    name="spectral", section="spectral", scope="module", compute=_spectral,
+    name="spectral", order=50, section="spectral", scope="module", compute=_spectral,
     specs=(
         _spec("dw_frobenius", "frobenius_norm", "|dW|_F", "‖ΔW‖_F", False, unit="weight norm", table_rank=0,
               table_width=9),
