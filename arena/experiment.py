@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 import traceback
 from dataclasses import asdict
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -24,15 +23,11 @@ from arena.evaluation.heldout import greedy_accuracy, heldout_nll
 from arena.evaluation.step_probe import make_step_probe
 from arena.methods.base import Method
 from arena.objectives.base import TrainContext
-from arena.records import environment, read_record, read_run_record, write_run_record
+from arena.records import environment, read_record, read_run_record, utc_now, write_run_record
 from arena.results.run_record import SCHEMA_VERSION, RunRecord
 from arena.runs import FINAL, RESULT_NEUTRAL_TRAIN_KEYS, WEIGHTS, load_and_wrap
 from arena.training import loop  # loop.train looked up per call: a benchmark wraps it to time each step
 from arena.training.device import pick_device, resolve_precision
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def seed_everything(seed: int) -> None:
@@ -128,7 +123,7 @@ def run_training(cfg: RunConfig, log: Callable[[str], None] = print) -> dict:
     trainable, total = Method.count_parameters(model)
     lr = cfg.train.lr or method.default_lr
     record = RunRecord(
-        schema_version=SCHEMA_VERSION, run_id=out.name if out else None, status="running", created=_now(), config=cfg.to_dict(),
+        schema_version=SCHEMA_VERSION, run_id=out.name if out else None, status="running", created=utc_now(), config=cfg.to_dict(),
         model=info.to_dict(),
         method={"name": method.name, "trainable_params": trainable, "total_params": total,
                 "trainable_fraction": trainable / total, "lr": lr, "additive": method.additive},
@@ -152,11 +147,11 @@ def run_training(cfg: RunConfig, log: Callable[[str], None] = print) -> dict:
         record.status = "failed"
         record.error = f"{type(e).__name__}: {e}"
         record.traceback = traceback.format_exc()[-4000:]
-        record.finished = _now()
+        record.finished = utc_now()
         if out:
             write_run_record(out, record)
         raise
-    record.finished = _now()
+    record.finished = utc_now()
     if out:
         write_run_record(out, record)
     # in-memory callers (sweeps, tests) may evaluate without reloading

@@ -12,11 +12,17 @@ import os
 import platform
 import subprocess
 import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
 
 from arena.results.run_record import SCHEMA_VERSION, RunRecord
 
 RECORD = "record.json"
+
+
+def utc_now() -> str:
+    """The timestamp every record field uses (created, finished, stage marks): UTC, to the second."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -22,16 +21,13 @@ from arena.analysis.settings import DiagnosticsSettings, InterpolationSettings
 from arena.config import run_config_from_dict
 from arena.evaluation.run import evaluate_run
 from arena.evaluation.settings import EvalSettings
+from arena.records import utc_now
 from arena.runs import update_record
 from arena.schema import build
 from arena.sweeps.expand import RunSpec, stage_fingerprint
 from runners.state import read_plan
 
 Log = Callable[[str], None]
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def run_config(spec: RunSpec, run_dir: Path, threads: int = 0):
@@ -123,7 +119,7 @@ def mark(run_dir: Path, spec: RunSpec, stage: str, status: str, seconds: float, 
          retryable: bool = False, info: dict | None = None) -> None:
     """Record one stage's outcome under record["sweep"] (atomic, under the record lock)."""
     entry = {"status": status, "fingerprint": stage_fingerprint(spec.stages[stage]), "seconds": round(seconds, 2),
-             "finished": _now(), **(info or {})}
+             "finished": utc_now(), **(info or {})}
     if error:
         entry["error"] = error
         entry["retryable"] = retryable
@@ -160,6 +156,6 @@ def finish(run_dir: Path, spec: RunSpec, status: str) -> None:
     def change(sw):
         sw["status"] = status
         sw["label"], sw["seed"], sw["run_id"] = spec.label, spec.seed, spec.run_id
-        sw["completed" if status == "complete" else "updated"] = _now()
+        sw["completed" if status == "complete" else "updated"] = utc_now()
 
     update_sweep(run_dir, spec, change)

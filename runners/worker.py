@@ -53,10 +53,8 @@ def write_failure(run_dir: Path, spec, error: str, retryable: bool, tb: str = ""
     Never overwrites a record that says done; a failed record written by run_training is kept and
     only gains the retryable flag.
     """
-    from arena.records import read_run_record, write_run_record
+    from arena.records import read_run_record, utc_now, write_run_record
     from arena.results.run_record import RunRecord
-
-    from runners.stages import _now
 
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -75,7 +73,7 @@ def write_failure(run_dir: Path, spec, error: str, retryable: bool, tb: str = ""
         run_id=spec.run_id, status="failed", error=error, retryable=retryable, written_by="runner",
         config=spec.config, method={"name": spec.method}, target=spec.target, objective=spec.objective,
         sweep={"run_id": spec.run_id, "label": spec.label, "seed": spec.seed, "stages": {}, "status": "failed"},
-        traceback=tb[-4000:], finished=_now()))
+        traceback=tb[-4000:], finished=utc_now()))
 
 
 def _clear_runner_failure(run_dir: Path) -> None:

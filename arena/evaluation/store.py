@@ -8,11 +8,11 @@ mixes benchmarks scored under different settings).
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from pathlib import Path
 
 from arena.evaluation import stats
 from arena.evaluation.api import compare
+from arena.records import utc_now
 from arena.runs import update_record
 
 _SAME = ("limit", "seed", "batch_size", "chat_template", "precision", "bbh_variant", "bbh_shots", "data_dir",
@@ -57,7 +57,7 @@ def store_eval(run_dir, base: dict, tuned: dict, cmp: dict, argv=None) -> tuple[
             cmp = compare(base, tuned)
             merged = True
         record["eval"] = {"base": base, "tuned": tuned, "compare": cmp,
-                          "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                          "created": utc_now(),
                           "command": list(argv) if argv else None}
 
     return update_record(run_dir, change), merged

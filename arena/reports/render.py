@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
 import pandas as pd
 
 from arena.errors import ArenaError
+from arena.records import utc_now
 from arena.reports.paper import CITATION, PAPER, paper_table
 from arena.reports.recommend import recommend
 from arena.results import exports
@@ -81,7 +81,7 @@ def build(root, scale: str = "auto", paper: Optional[str] = None, budget: Option
         pdata = paper_table(lb, scale)
     return ReportData(root=Path(root), results=res, scale=scale, leaderboard=lb,
                       recommendations=recommend(lb, scale, done, budget), curves=curves, matched=matched,
-                      paper=pdata, notes=notes, created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+                      paper=pdata, notes=notes, created=utc_now())
 
 
 def _lb_columns(data: ReportData) -> list[str]:
