@@ -147,7 +147,9 @@ def test_cli_missing_data_exits_2_naming_the_file(capsys, tmp_path):
     assert code == 2
     assert "medqa/phrases_no_exclude_test.jsonl" in err and "--data-dir" in err and "Traceback" not in err
     code, _, err = _cli(capsys, "eval", "--model", "tiny", "--suite", "general", "--tasks", "ifevl")
-    assert code == 2 and "did you mean 'ifeval'" in err
+    assert code == 2 and "did you mean 'ifeval'" in err and err.startswith("arena eval: error: --tasks: ")
+    code, _, err = _cli(capsys, "eval", "--model", "tiny", "--suite", "generl")
+    assert code == 2 and err.startswith("arena eval: error: --suite: invalid value 'generl'"), err
     code, _, err = _cli(capsys, "eval", "--model", "tiny", "--max-gen-toks", "ifeval=x")
     assert code == 2 and "--max-gen-toks" in err
 

@@ -108,7 +108,20 @@ def _device(name: str):
     return pick_device(name)
 
 
+# The evaluation API's fields and the flags that set them: its errors are reworded as the flag.
+FLAG_OF = {"suites": "--suite", "tasks": "--tasks", "target": "--target"}
+
+
 def run(args) -> int:
+    try:
+        return _run(args)
+    except ConfigError as e:
+        if e.field not in FLAG_OF:
+            raise
+        raise ConfigError(FLAG_OF[e.field], e.value, e.allowed) from None
+
+
+def _run(args) -> int:
     if args.threads < 0:
         raise ConfigError("--threads", args.threads, "must be >= 0 (0: torch's default)")
     settings = settings_from_args(args)
