@@ -110,3 +110,22 @@ def tiny_base():
 
     model, tok, _ = load_model("tiny")
     return model.eval(), tok
+
+
+def prepared_context(cfg):
+    """What run_training builds before its loop, on the CPU in fp32: (ctx, method, objective) with
+    the objective prepared. For tests that drive an objective's batches/loss by hand."""
+    import torch
+
+    from arena.components import build_components
+    from arena.experiment import seed_everything
+    from arena.objectives.base import TrainContext
+    from arena.runs import load_and_wrap
+
+    method, target, objective = build_components(cfg)
+    seed_everything(cfg.train.seed)
+    model, tok, _ = load_and_wrap(cfg, method, torch.device("cpu"))
+    ctx = TrainContext(model=model, tokenizer=tok, target=target, train=cfg.train, device=torch.device("cpu"),
+                       precision="fp32", seed=cfg.train.seed)
+    objective.prepare(ctx)
+    return ctx, method, objective

@@ -20,16 +20,14 @@ import math
 from pathlib import Path
 
 import pytest
+from conftest import prepared_context
 import torch
 from doc_examples import import_doc_module
 from safetensors.torch import load_file
 
-from arena.components import build_components
-from arena.experiment import run_training, seed_everything
+from arena.experiment import run_training
 from arena.components import OBJECTIVES
-from arena.objectives.base import TrainContext
 from arena.rewards import REWARDS
-from arena.runs import load_and_wrap
 
 ALL_OBJECTIVES = OBJECTIVES.names()
 QUIET = {"log": lambda msg: None}
@@ -81,17 +79,6 @@ def objective_config(tiny_run_config, teacher_dir):
     return make
 
 
-def _context(cfg) -> tuple[TrainContext, object, object]:
-    """A fresh (ctx, method, objective) the way run_training builds them before the loop."""
-    method, target, objective = build_components(cfg)
-    seed_everything(cfg.train.seed)
-    model, tok, _ = load_and_wrap(cfg, method, torch.device("cpu"))
-    ctx = TrainContext(model=model, tokenizer=tok, target=target, train=cfg.train, device=torch.device("cpu"),
-                       precision="fp32", seed=cfg.train.seed)
-    objective.prepare(ctx)
-    return ctx, method, objective
-
-
 def _differences(a, b, where: str = "batch") -> list[str]:
     """Where two batch structures differ (tensors bitwise, with dtype and shape); timings ignored."""
     if isinstance(a, dict) and isinstance(b, dict):
@@ -126,8 +113,8 @@ def test_batches_are_deterministic_for_a_seed(name, objective_config):
     """batches(ctx, step) depends only on (seed, step) and the weights: two fresh contexts agree,
     in any call order (so a resumed run sees the same data), and another seed changes them."""
     cfg = objective_config(name)
-    ctx_a, _, obj_a = _context(cfg)
-    ctx_b, _, obj_b = _context(cfg)
+    ctx_a, _, obj_a = prepared_context(cfg)
+    ctx_b, _, obj_b = prepared_context(cfg)
     first = obj_a.batches(ctx_a, 0)
     later = obj_a.batches(ctx_a, 3)
     assert len(first) == cfg.train.grad_accum and all(isinstance(b, dict) for b in first)
@@ -135,13 +122,13 @@ def test_batches_are_deterministic_for_a_seed(name, objective_config):
     assert _differences(later, later_first) == []
     assert _differences(first, obj_b.batches(ctx_b, 0)) == []
     assert _differences(first, later), f"{name}: steps 0 and 3 got the same batches"
-    ctx_c, _, obj_c = _context(objective_config(name, train__seed=1))
+    ctx_c, _, obj_c = prepared_context(objective_config(name, train__seed=1))
     assert _differences(first, obj_c.batches(ctx_c, 0)), f"{name}: seeds 0 and 1 got the same batches"
 
 
 @pytest.mark.parametrize("name", ALL_OBJECTIVES)
 def test_loss_is_finite_and_backpropagates(name, objective_config):
-    ctx, _, obj = _context(objective_config(name))
+    ctx, _, obj = prepared_context(objective_config(name))
     params = {n: p for n, p in ctx.model.named_parameters() if p.requires_grad}
     for batch in obj.batches(ctx, 0):
         out = obj.loss(ctx, batch)
@@ -214,7 +201,7 @@ def test_the_documented_objective_passes_the_contract(documented_objective, obje
     test_loss_is_finite_and_backpropagates(name, objective_config)
     test_training_is_exactly_resumable(name, objective_config, tmp_path, monkeypatch)
     # and it is the documented loss: Σ_t sg(p_t)·(−log p_t) on SFT's forward
-    ctx, _, dft = _context(objective_config(name))
+    ctx, _, dft = prepared_context(objective_config(name))
     batch = dft.batches(ctx, 0)[0]
     logits, targets = dft.scored_logits(ctx, batch)
     nll = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none")

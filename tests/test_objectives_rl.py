@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import prepared_context
 import torch
 
 from arena.cli import main
@@ -69,22 +70,6 @@ def other_tokenizer_teacher(tmp_path_factory) -> Path:
     build_model(tok, seed=0).save_pretrained(d)
     tok.save_pretrained(d)
     return d
-
-
-def _ctx(cfg):
-    """What run_training builds before the loop: (ctx, method, objective) with the objective prepared."""
-    from arena.components import build_components
-    from arena.experiment import seed_everything
-    from arena.runs import load_and_wrap
-    from arena.objectives.base import TrainContext
-
-    method, target, objective = build_components(cfg)
-    seed_everything(cfg.train.seed)
-    model, tok, _ = load_and_wrap(cfg, method, torch.device("cpu"))
-    ctx = TrainContext(model=model, tokenizer=tok, target=target, train=cfg.train, device=torch.device("cpu"),
-                       precision="fp32", seed=cfg.train.seed)
-    objective.prepare(ctx)
-    return ctx, method, objective
 
 
 # -- learning -----------------------------------------------------------------------------------
@@ -186,7 +171,7 @@ def test_gkd_off_policy_forward_kl_learns_and_on_policy_reverse_equals_opd(tiny_
     # λ = 1, β = 1, T = 1 is OPD: the same loss on the same batch
     opd_cfg = tiny_run_config("objective.max_new_tokens=8", f"objective.teacher={teacher_dir}", objective="opd",
                               method="full", probe__heldout=0)
-    ctx, _, opd = _ctx(opd_cfg)
+    ctx, _, opd = prepared_context(opd_cfg)
     gkd_cfg = tiny_run_config("objective.max_new_tokens=8", f"objective.teacher={teacher_dir}", "objective.lmbda=1",
                               "objective.beta=1", "objective.temperature=1", objective="gkd", method="full")
     from arena.objectives.gkd import GKD
@@ -204,7 +189,7 @@ def test_grpo_batches_carry_groups_advantages_and_step_normalisation(tiny_run_co
     cfg = tiny_run_config("objective.n_samples=4", "objective.max_new_tokens=6", "objective.prompts_per_step=3",
                           "objective.loss_agg=seq-mean-token-mean", objective="grpo", method="lora",
                           train__grad_accum=2, probe__heldout=0)
-    ctx, _, obj = _ctx(cfg)
+    ctx, _, obj = prepared_context(cfg)
     batches = obj.batches(ctx, 0)
     assert len(batches) == 2  # grad_accum micro-batches
     assert [b["advantages"].numel() for b in batches] == [8, 4]  # 3 prompts x 4 samples split 2 + 1
@@ -230,7 +215,7 @@ def test_grpo_kl_reference_is_the_base_model(tiny_run_config, tiny_base, method,
     # the toy reward, so advantages are not all zero and the policy moves (arith rewards are 0 here)
     cfg = tiny_run_config("objective.n_samples=2", "objective.max_new_tokens=6", "objective.kl_coef=0.1",
                           "objective.reward=test_digits", objective="grpo", method=method, train__steps=3, train__lr=1e-2, probe__heldout=0)
-    ctx, m, obj = _ctx(cfg)
+    ctx, m, obj = prepared_context(cfg)
     assert obj.reference == reference
     train(ctx, obj, m, None, 1e-2)
     batch = obj.batches(ctx, 7)[0]
