@@ -21,6 +21,15 @@ from arena.errors import ConfigError, suggest
 T = TypeVar("T")
 
 
+def import_modules(package: str, skip: tuple[str, ...] = ()) -> None:
+    """Import every public module of `package` (not starting with "_", not in `skip`), so that each
+    registers what it defines: how a package's built-in components are found without a list."""
+    pkg = importlib.import_module(package)
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if not info.name.startswith("_") and info.name not in skip:
+            importlib.import_module(f"{package}.{info.name}")
+
+
 class Registry(Generic[T]):
     def __init__(self, kind: str, package: Optional[str] = None):
         self.kind = kind
@@ -49,10 +58,7 @@ class Registry(Generic[T]):
             return
         self._discovering = True
         try:
-            pkg = importlib.import_module(self.package)
-            for info in pkgutil.iter_modules(pkg.__path__):
-                if not info.name.startswith("_"):
-                    importlib.import_module(f"{self.package}.{info.name}")
+            import_modules(self.package)
             self._discovered = True
         finally:
             self._discovering = False

@@ -12,9 +12,6 @@ whatever is registered.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
 from arena.analysis.metrics import registry
 from arena.analysis.metrics.registry import (
     AGGREGATIONS,
@@ -27,13 +24,12 @@ from arena.analysis.metrics.registry import (
     per_distribution,
     register,
 )
+from arena.registry import import_modules
 
 # Every module of this package registers its metrics when imported: importing them all here is what
 # makes a new metric one file. Their place in the record comes from ModuleMetric.order, not from
 # the import order, so discovery order does not matter.
-for _module in pkgutil.iter_modules(__path__):
-    if _module.name != "registry":
-        importlib.import_module(f"{__name__}.{_module.name}")
+import_modules(__name__, skip=("registry",))
 
 __all__ = ["AGGREGATIONS", "DISTS", "METRICS", "DistributionInputs", "MetricSpec", "ModuleInputs", "ModuleMetric",
            "get_spec", "metric_specs", "metric_units", "per_distribution", "register", "sections", "summary_specs",
@@ -41,7 +37,7 @@ __all__ = ["AGGREGATIONS", "DISTS", "METRICS", "DistributionInputs", "MetricSpec
 
 
 def metric_units() -> list[ModuleMetric]:
-    """The registered metrics in registration order (the order they run in)."""
+    """The registered metrics in their `order` (ties: registration order); the order they run in."""
     return list(registry.METRICS.values())
 
 
