@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 from arena.analysis.settings import (
     INTERP_PATHS,
     INTERP_SUITES,
@@ -41,14 +39,11 @@ def add_parser(sub) -> None:
 
 
 def parse_alphas(text: str) -> list[float]:
-    """'0,0.5' -> [0.0, 0.5, 1.0]: 0 and 1 always added (the rules compare against both), sorted."""
+    """'0,0.5' -> [0.0, 0.5]; InterpolationSettings checks them and adds 0 and 1."""
     try:
-        out = [float(t) for t in text.split(",") if t.strip()]
+        return [float(t) for t in text.split(",") if t.strip()]
     except ValueError:
         raise ArenaError(f"--alphas {text!r}: expected comma-separated numbers such as 0,0.25,0.5,0.75,1") from None
-    if not out or any(not math.isfinite(a) for a in out):
-        raise ArenaError(f"--alphas {text!r}: expected finite numbers such as 0,0.25,0.5,0.75,1")
-    return sorted(set(out) | {0.0, 1.0})
 
 
 def parse_suites(text: str) -> list[str]:
