@@ -7,11 +7,11 @@ text. Log-probs are those of the temperature-scaled distribution, log softmax(z 
 what the losses recompute with gradient; top-p truncation changes what is sampled but not this
 formula (as in TRL and verl), so an on-policy ratio is exactly 1 up to numerics.
 
-Backends are registered in BACKENDS: "hf" is a plain sampling loop over the transformers forward
-with a KV cache (seeded with its own torch.Generator, so it never touches the global RNG and the
-same seed gives the same samples); "generate" wraps `model.generate` (seeded via a forked global
-RNG). A vLLM backend registers a function with the same signature:
-`fn(model, prompt_ids, params, seed, stop_ids, pad_id, device, precision) -> (ids, mask, logprobs)`.
+The sampling itself is a generation engine's (arena/generation/engine.py, chosen by
+`objective.backend`): "auto" (the default: native on CPU, vLLM on CUDA where installed), "native"
+(arena's decoder with continuous batching), "hf" (a plain sampling loop over the transformers forward
+with a KV cache, seeded with its own torch.Generator — the reference), "generate" (`model.generate`)
+and "vllm". Every engine is seeded from the call's seed, so the same seed gives the same samples.
 
 The rest is the plumbing rollout objectives share: a seeded prompt stream (`PromptPool`), the
 right-padded sequences the losses run on (`sequence_batch`) and the logits at completion tokens
@@ -22,15 +22,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
 from arena.errors import ConfigError, suggest
-from arena.models.loader import unwrap_peft
+from arena.generation.engine import EngineOptions, build_engine, stop_token_ids
+from arena.generation.names import ENGINE_NAMES, check_engine_name
+from arena.generation.requests import GenRequest, Sampling
 from arena.objectives.losses import IGNORE, label_logits
-from arena.registry import Registry
 from arena.training.device import autocast
 from arena.training.packing import chat_texts
 
@@ -82,170 +83,50 @@ class Rollouts:
         return sequence_batch(self.prompt_ids, self.completion_lists(), pad_id)
 
 
-Backend = Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
-BACKENDS: Registry[Backend] = Registry("rollout backend")
-
-
-def stop_token_ids(tokenizer, model=None) -> list[int]:
-    """EOS of the tokenizer plus the model's generation-config EOS ids (chat models often differ)."""
-    ids = set()
-    if tokenizer.eos_token_id is not None:
-        ids.add(int(tokenizer.eos_token_id))
-    gc = getattr(model, "generation_config", None)
-    eos = getattr(gc, "eos_token_id", None)
-    for e in (eos if isinstance(eos, (list, tuple)) else [eos]):
-        if e is not None:
-            ids.add(int(e))
-    if not ids:
-        raise ValueError("the tokenizer has no EOS token; rollouts need one to stop")
-    return sorted(ids)
-
-
-def derive_seed(*parts: int) -> int:
-    """A 63-bit seed from integers (run seed, step, micro-batch, tag): stable across processes."""
-    return int(np.random.SeedSequence([int(p) % 2**32 for p in parts]).generate_state(2, np.uint64)[0] >> np.uint64(1))
-
-
-def _left_pad(prompt_ids: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    P = max(len(p) for p in prompt_ids)
-    ids = torch.full((len(prompt_ids), P), pad_id, dtype=torch.long)
-    att = torch.zeros((len(prompt_ids), P), dtype=torch.long)
-    for i, p in enumerate(prompt_ids):
-        ids[i, P - len(p):] = torch.tensor(p, dtype=torch.long)
-        att[i, P - len(p):] = 1
-    return ids, att
-
-
-def sample_next(logits: torch.Tensor, temperature: float, top_p: float,
-                generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """One sampling step from [B, V] logits: (tokens [B], log softmax(z/T)[token] [B])."""
-    logits = logits.float()
-    if temperature == 0:
-        logp = torch.log_softmax(logits, dim=-1)
-        tok = logp.argmax(dim=-1, keepdim=True)
-        return tok.squeeze(-1), logp.gather(-1, tok).squeeze(-1)
-    logp = torch.log_softmax(logits / temperature, dim=-1)
-    probs = logp.exp()
-    if top_p < 1.0:
-        sp, si = probs.sort(dim=-1, descending=True)
-        drop = sp.cumsum(-1) - sp >= top_p  # keep the smallest prefix reaching top_p (never empty)
-        choice = torch.multinomial(sp.masked_fill(drop, 0.0), 1, generator=generator)
-        tok = si.gather(-1, choice)
-    else:
-        tok = torch.multinomial(probs, 1, generator=generator)
-    return tok.squeeze(-1), logp.gather(-1, tok).squeeze(-1)
-
-
-def _finish(tokens: list[torch.Tensor], logps: list[torch.Tensor], alive: list[torch.Tensor]):
-    return torch.stack(tokens, 1), torch.stack(alive, 1), torch.stack(logps, 1)
-
-
-def _cache_kwarg(model) -> str:
-    """transformers 5.x calls the KV cache argument `cache`; 4.x called it `past_key_values`."""
-    import inspect
-
-    base = unwrap_peft(model)
-    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
-
-
-@BACKENDS.register("hf")
-def hf_sample(model, prompt_ids, params: SamplingParams, seed: int, stop_ids, pad_id: int, device, precision: str):
-    """Batched sampling loop over the transformers forward with a KV cache (left-padded prompts)."""
-    gen = torch.Generator(device=device)
-    gen.manual_seed(seed)
-    ids, att = _left_pad(prompt_ids, pad_id)
-    ids, att = ids.to(device), att.to(device)
-    pos = (att.cumsum(-1) - 1).clamp_min(0)
-    B = ids.shape[0]
-    stop = torch.tensor(stop_ids, device=device)
-    done = torch.zeros(B, dtype=torch.bool, device=device)
-    tokens, logps, alive = [], [], []
-    cache_arg = _cache_kwarg(model)
-    cache, cur, cur_pos = None, ids, pos
-    for _ in range(params.max_new_tokens):
-        with autocast(device, precision):
-            out = model(input_ids=cur, attention_mask=att, position_ids=cur_pos, use_cache=True, logits_to_keep=1,
-                        **({cache_arg: cache} if cache is not None else {}))
-        cache = out.get("cache", None) if out.get("cache", None) is not None else out.get("past_key_values", None)
-        tok, lp = sample_next(out.logits[:, -1, :], params.temperature, params.top_p, gen)
-        tok = torch.where(done, torch.full_like(tok, pad_id), tok)
-        tokens.append(tok)
-        logps.append(torch.where(done, torch.zeros_like(lp), lp))
-        alive.append(~done)
-        done = done | torch.isin(tok, stop)
-        if bool(done.all()):
-            break
-        att = torch.cat([att, torch.ones((B, 1), dtype=att.dtype, device=device)], dim=1)
-        cur_pos = cur_pos[:, -1:] + 1
-        cur = tok[:, None]
-    return _finish(tokens, logps, alive)
-
-
-@BACKENDS.register("generate")
-def generate_sample(model, prompt_ids, params: SamplingParams, seed: int, stop_ids, pad_id: int, device, precision: str):
-    """`model.generate` with the raw logits returned, turned into temperature-scaled log-probs."""
-    ids, att = _left_pad(prompt_ids, pad_id)
-    ids, att = ids.to(device), att.to(device)
-    greedy = params.temperature == 0
-    kwargs = {} if greedy else {"temperature": params.temperature, "top_p": params.top_p, "top_k": 0}
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        with autocast(device, precision):
-            out = model.generate(input_ids=ids, attention_mask=att, do_sample=not greedy, max_new_tokens=params.max_new_tokens,
-                                 pad_token_id=pad_id, eos_token_id=list(stop_ids), output_logits=True,
-                                 return_dict_in_generate=True, **kwargs)
-    comp = out.sequences[:, ids.shape[1]:]
-    T = comp.shape[1]
-    logits = torch.stack(out.logits, 1)[:, :T].float()
-    logp_all = torch.log_softmax(logits if greedy else logits / params.temperature, dim=-1)
-    logp = logp_all.gather(-1, comp.unsqueeze(-1)).squeeze(-1)
-    is_stop = torch.isin(comp, torch.tensor(stop_ids, device=device))
-    # Alive up to and including the first stop token: no stop strictly before t.
-    before = torch.cat([torch.zeros_like(is_stop[:, :1]), is_stop[:, :-1]], dim=1).long().cumsum(1) > 0
-    mask = ~before
-    return comp, mask, torch.where(mask, logp, torch.zeros_like(logp))
-
-
 @torch.no_grad()
 def sample(model, tokenizer, prompt_ids: Sequence[Sequence[int]], params: SamplingParams, seed: int,
-           device: torch.device | str = "cpu", precision: str = "fp32", backend: str = "hf",
+           device: torch.device | str = "cpu", precision: str = "fp32", backend: str = "auto",
            max_batch: int = 64) -> Rollouts:
     """`params.n` completions for each prompt (token ids, e.g. from `encode_prompts`).
 
-    Runs in eval mode (no dropout) under `torch.no_grad`, restoring the model's mode after, in
-    chunks of at most `max_batch` sequences (chunk c seeded with derive_seed(seed, c)).
-    Same model, prompts, params and seed -> the same samples.
+    `backend` is a generation engine (arena/generation/engine.py; auto: the native engine on CPU,
+    vLLM on CUDA where installed); it reads the model's current weights, in eval mode (no dropout),
+    and the model's mode is restored after. The hf/generate engines run chunks of `max_batch`
+    sequences; the native engine batches all of them with continuous batching.
+    Same model, prompts, params, seed and engine -> the same samples.
     """
     if not prompt_ids or any(len(p) == 0 for p in prompt_ids):
         raise ValueError("sample() needs at least one prompt, none of them empty")
+    check_engine_name(backend, "objective.backend")
     device = torch.device(device)
-    fn = BACKENDS.get(backend, field="objective.backend")
-    stop_ids = stop_token_ids(tokenizer, model)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
-    flat = [list(p) for p in prompt_ids for _ in range(params.n)]
-    group = torch.arange(len(prompt_ids)).repeat_interleave(params.n)
     was_training = model.training
     model.eval()
     t0 = time.perf_counter()
-    parts = []
     try:
-        for c, s in enumerate(range(0, len(flat), max_batch)):
-            parts.append(fn(model, flat[s:s + max_batch], params, derive_seed(seed, c), stop_ids, pad_id, device, precision))
+        engine = build_engine(backend, model, tokenizer, device=device, precision=precision,
+                              options=EngineOptions(max_batch=max_batch), field="objective.backend")
+        stop_ids = stop_token_ids(tokenizer, model)
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
+        flat = [list(p) for p in prompt_ids for _ in range(params.n)]
+        done = engine.generate([GenRequest(p, params.max_new_tokens) for p in flat],
+                               Sampling(params.temperature, params.top_p), seed)
     finally:
         model.train(was_training)
-    T = max(p[0].shape[1] for p in parts)
-
-    def cat(i, fill):
-        return torch.cat([torch.nn.functional.pad(p[i].cpu(), (0, T - p[i].shape[1]), value=fill) for p in parts])
-
-    comp, mask, logp = cat(0, pad_id), cat(1, False).bool(), cat(2, 0.0).float()
-    stop = torch.tensor(stop_ids)
-    last = (mask.sum(1) - 1).clamp_min(0)
-    finished = mask.any(1) & torch.isin(comp.gather(1, last[:, None]).squeeze(1), stop)
-    texts = tokenizer.batch_decode([comp[i][mask[i]].tolist() for i in range(len(flat))], skip_special_tokens=True)
+    group = torch.arange(len(prompt_ids)).repeat_interleave(params.n)
+    T = max(1, max(len(c.token_ids) for c in done))
+    comp = torch.full((len(flat), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(flat), T), dtype=torch.bool)
+    logp = torch.zeros((len(flat), T), dtype=torch.float32)
+    for i, c in enumerate(done):
+        n = len(c.token_ids)
+        comp[i, :n] = torch.tensor(c.token_ids, dtype=torch.long)
+        mask[i, :n] = True
+        logp[i, :n] = torch.tensor(c.logprobs, dtype=torch.float32)
+    finished = torch.tensor([c.finish_reason == "stop" for c in done], dtype=torch.bool)
+    texts = tokenizer.batch_decode([c.token_ids for c in done], skip_special_tokens=True)
     return Rollouts(prompt_ids=flat, completion_ids=comp, completion_mask=mask, logprobs=logp, texts=texts,
                     group=group, finished=finished, seconds=time.perf_counter() - t0,
-                    meta={"backend": backend, "seed": seed})
+                    meta={"backend": engine.name, "seed": seed})
 
 
 # -- prompts -----------------------------------------------------------------------------------------
@@ -340,8 +221,8 @@ def check_sampling_options(o, need_temperature: bool = True) -> None:
         raise ConfigError("max_new_tokens", o.max_new_tokens, "must be a positive integer")
     if o.prompts_per_step is not None and o.prompts_per_step <= 0:
         raise ConfigError("prompts_per_step", o.prompts_per_step, "must be a positive integer or null (train.batch_size x train.grad_accum)")
-    if o.backend not in BACKENDS:
-        raise ConfigError("backend", o.backend, f"allowed: {', '.join(BACKENDS.names())}{suggest(o.backend, BACKENDS)}")
+    if o.backend not in ENGINE_NAMES:
+        raise ConfigError("backend", o.backend, f"allowed: {', '.join(ENGINE_NAMES)}{suggest(o.backend, ENGINE_NAMES)}")
 
 
 def prompt_pool_for(ctx, max_new_tokens: int, need_answer: bool) -> PromptPool:

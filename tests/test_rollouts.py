@@ -7,14 +7,13 @@ import torch
 import torch.nn.functional as F
 
 from arena.errors import ConfigError
+from arena.generation.requests import Sampling, sample_tokens
 from arena.rollouts import (
-    BACKENDS,
     PromptPool,
     SamplingParams,
     completion_logits,
     encode_prompts,
     sample,
-    sample_next,
     sequence_batch,
 )
 from arena.targets.base import Example
@@ -36,7 +35,7 @@ def prompt_ids(tiny):
     return encode_prompts(tiny[1], PROMPTS)
 
 
-@pytest.mark.parametrize("backend", BACKENDS.names())
+@pytest.mark.parametrize("backend", ["hf", "generate", "native"])
 def test_same_seed_same_samples_other_seed_other_samples(tiny, prompt_ids, backend):
     model, tok = tiny
     p = SamplingParams(temperature=1.0, max_new_tokens=10, n=3)
@@ -74,7 +73,7 @@ def test_backends_agree_on_samples_and_logprobs(tiny, prompt_ids):
     assert torch.allclose(a.logprobs, b.logprobs, atol=1e-5)
 
 
-@pytest.mark.parametrize("backend", BACKENDS.names())
+@pytest.mark.parametrize("backend", ["hf", "generate", "native"])
 @pytest.mark.parametrize("temperature,top_p", [(1.0, 1.0), (0.7, 0.9)])
 def test_behaviour_logprobs_equal_a_full_forward_recompute(tiny, prompt_ids, temperature, top_p, backend):
     """The log-probs returned with the samples are log softmax(z/T)[x] of the full forward the losses run."""
@@ -89,7 +88,7 @@ def test_behaviour_logprobs_equal_a_full_forward_recompute(tiny, prompt_ids, tem
     assert (r.logprobs[~r.completion_mask] == 0).all()
 
 
-@pytest.mark.parametrize("backend", BACKENDS.names())
+@pytest.mark.parametrize("backend", ["hf", "generate"])  # the native engine runs no lm_head module: tests/test_generation_engine.py
 def test_stop_on_eos_mask_includes_eos_and_pads_after(tiny, prompt_ids, backend):
     """Rows 0 and 2 are forced to emit EOS first; the others run to max_new_tokens."""
     model, tok = tiny
@@ -122,7 +121,7 @@ def test_all_rows_finished_stops_early(tiny, prompt_ids):
 
     handle = model.lm_head.register_forward_hook(force_eos)
     try:
-        r = sample(model, tok, prompt_ids, SamplingParams(max_new_tokens=50, n=2), seed=0)
+        r = sample(model, tok, prompt_ids, SamplingParams(max_new_tokens=50, n=2), seed=0, backend="hf")
     finally:
         handle.remove()
     assert r.completion_ids.shape == (4, 1) and r.finished.all()
@@ -136,15 +135,15 @@ def test_chunked_sampling_covers_every_sample(tiny, prompt_ids):
 
 def test_sample_next_greedy_and_top_p():
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
-    tok, lp = sample_next(logits, 0.0, 1.0, None)
+    tok, lp = sample_tokens(logits, Sampling(0.0, 1.0), None)
     assert tok.item() == 0 and lp.item() == pytest.approx(torch.log(torch.tensor(0.5)).item(), abs=1e-6)
     g = torch.Generator().manual_seed(0)
     # top_p 0.7 keeps {0, 1} (0.5 < 0.7 <= 0.8); top_p 0.45 keeps only token 0
-    seen = {sample_next(logits, 1.0, 0.7, g)[0].item() for _ in range(200)}
+    seen = {sample_tokens(logits, Sampling(1.0, 0.7), g)[0].item() for _ in range(200)}
     assert seen == {0, 1}
-    assert {sample_next(logits, 1.0, 0.45, g)[0].item() for _ in range(50)} == {0}
+    assert {sample_tokens(logits, Sampling(1.0, 0.45), g)[0].item() for _ in range(50)} == {0}
     # the reported log-prob is the untruncated temperature-scaled one
-    _, lp = sample_next(logits, 2.0, 0.5, g)
+    _, lp = sample_tokens(logits, Sampling(2.0, 0.5), g)
     want = torch.log_softmax(logits / 2.0, -1)[0, 0]
     assert lp.item() == pytest.approx(want.item(), abs=1e-6)
 
@@ -154,7 +153,7 @@ def test_sampling_params_validation():
         SamplingParams(top_p=0.0)
     with pytest.raises(ConfigError, match="max_new_tokens"):
         SamplingParams(max_new_tokens=0)
-    with pytest.raises(ConfigError, match="rollout backend"):
+    with pytest.raises(ConfigError, match="objective.backend.*did you mean 'vllm'"):
         sample(None, None, [[1]], SamplingParams(), 0, backend="vllm-nope")
 
 

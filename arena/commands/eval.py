@@ -53,6 +53,9 @@ def add_parser(sub) -> None:
                    help="apply the tokenizer's chat template (auto: when it has one)")
     p.add_argument("--precision", default="auto", help="auto (bf16 autocast on CPU/GPU), fp32, bf16-autocast")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    p.add_argument("--engine", default="auto",
+                   help="generation engine: auto (vllm on CUDA if installed, native on CPU), hf (lm-eval's own HF "
+                        "generate, the reference), generate, native, vllm")
     p.add_argument("--threads", type=int, default=0,
                    help="torch CPU threads (0: torch's default). On a shared 2-core CPU with another job running, "
                         "1 thread generated 5x faster than 2")
@@ -93,7 +96,7 @@ def settings_from_args(args):
     return from_flags(EvalSettings, "eval", suites=_csv(args.suite), tasks=_csv(args.tasks) or None, limit=args.limit, seed=args.seed,
                         batch_size=args.batch_size, max_gen_toks=_gen_caps(args.max_gen_toks),
                         bbh_variant=args.bbh_variant, bbh_shots=args.bbh_shots, chat_template=args.chat_template,
-                        precision=args.precision, proxies=not args.no_proxies,
+                        precision=args.precision, engine=args.engine, proxies=not args.no_proxies,
                         proxy={"n_ifeval": half, "n_nq": args.proxy_prompts - half, "max_new_tokens": args.proxy_tokens},
                         data_dir=args.data_dir, use_cache=not args.no_cache)
 

@@ -88,7 +88,7 @@ def _axes(task_results: dict, members: dict[str, list[str]]) -> dict:
 def _settings_record(s: RunSettings, names: list[str], data_dir, chat, precision) -> dict:
     o = s.options
     return {"limit": s.limit, "seed": s.seed, "batch_size": s.batch_size, "chat_template": chat,
-            "precision": precision, "bbh_variant": o.bbh_variant, "bbh_shots": o.bbh_shots,
+            "precision": precision, "engine": s.engine, "bbh_variant": o.bbh_variant, "bbh_shots": o.bbh_shots,
             "max_gen_toks": {n: get_task(n).gen_cap(o) for n in names if get_task(n).generate},
             "data_dir": data_dir, "tasks_version": TASKS_VERSION,
             "limit_rule": "per benchmark; BBH splits it evenly over its 27 subtasks (rounded up)",
@@ -165,7 +165,7 @@ def _evaluate_model(model, tokenizer, suites, target, limit, data_dir, seed, dev
     ps = _proxy_settings(proxies)
     if ps is not None and data_dir is not None:
         tp = time.perf_counter()
-        ref = reference or px.reference_responses(model, tokenizer, data_dir, ps, dev, precision, model_id, log)
+        ref = reference or px.reference_responses(model, tokenizer, data_dir, ps, dev, precision, model_id, log, engine=s.engine)
         result["proxies"] = {"general_nll": px.general_nll(model, tokenizer, ref, dev, precision, ps)}
         if tgt is not None:
             result["proxies"]["target_nll"] = px.target_nll(model, tokenizer, tgt, dev, precision, ps)
@@ -187,7 +187,8 @@ def task_key_fields(name: str, fp: dict, s: RunSettings, data_dir, tgt, chat: bo
                "lm_eval": md.version("lm_eval"), "data": data_fingerprint(name, data_dir),
                "limit": s.limit, "seed": s.seed,
                "gen": {"max_gen_toks": td.gen_cap(o) if td.generate else None, "chat_template": chat,
-                       "batch_size": s.batch_size, "precision": precision, "device": device_type}}
+                       "batch_size": s.batch_size, "precision": precision, "device": device_type,
+                       **({"engine": s.engine} if td.generate and s.engine != "hf" else {})}}
     if td.options:  # the TaskOptions fields the task reads (BBH: variant, shots)
         f[name] = {key: getattr(o, option) for key, option in td.options.items()}
     if td.generated_by is not None:

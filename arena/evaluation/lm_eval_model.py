@@ -1,9 +1,13 @@
 """The lm-eval model wrapper and the quieting of lm-eval's output around an evaluation.
 
 `HFLM(pretrained=<model object>)` wraps the in-memory model as it is (also a peft-wrapped one
-mid-training; nothing is written to disk). The subclass here only counts tokens and seconds; the
-patches of lm-eval's module-level `tqdm` and the root-logger filter hide per-task progress bars and
-IFEval's language-detection warnings, and are undone on exit.
+mid-training; nothing is written to disk). The subclass here counts tokens and seconds and, unless
+the engine is `hf`, answers lm-eval's `generate_until` requests with an arena generation engine
+(`arena/generation/engine.py`): the prompts, their encoding and left truncation, the stop sequences
+(`until` plus the EOS text), the generation cap and the post-processing of the text are lm-eval's
+own calls, so only the decoding changes hands. Loglikelihood requests stay with HFLM. The patches of
+lm-eval's module-level `tqdm` and the root-logger filter hide per-task progress bars and IFEval's
+language-detection warnings, and are undone on exit.
 """
 
 from __future__ import annotations
@@ -24,8 +28,10 @@ def counting_hflm_class():
     from lm_eval.models.huggingface import HFLM
 
     class CountingHFLM(HFLM):
-        def __init__(self, *args, **kwargs):
+        def __init__(self, *args, engine: str = "hf", engine_precision: str = "fp32", seed: int = 0, **kwargs):
             super().__init__(*args, **kwargs)
+            self.engine_name, self.engine_precision, self.gen_seed = engine, engine_precision, seed
+            self._engine = None
             self.counters = {"gen_tokens": 0, "gen_prompt_tokens": 0, "gen_seconds": 0.0,
                              "ll_tokens": 0, "ll_seconds": 0.0, "gen_calls": 0, "ll_calls": 0}
 
@@ -49,8 +55,65 @@ def counting_hflm_class():
             self.counters["gen_calls"] += 1
             return out
 
+        def generate_until(self, requests, disable_tqdm: bool = False):
+            if self.engine_name == "hf":
+                return super().generate_until(requests, disable_tqdm)
+            return engine_generate_until(self, requests)
+
+        def engine(self):
+            if self._engine is None:
+                from arena.generation.engine import build_engine
+
+                self._engine = build_engine(self.engine_name, self.model, self.tokenizer, device=self.device,
+                                            precision=self.engine_precision, field="eval.engine")
+            return self._engine
+
     _HFLM_CLASS = CountingHFLM
     return CountingHFLM
+
+
+def engine_generate_until(lm, requests) -> list[str]:
+    """HFLM.generate_until's steps with the decoding done by `lm.engine()` over all requests at once
+    (grouped by generation kwargs, as lm-eval groups them), so the engine batches across documents."""
+    from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs, postprocess_generated_text
+
+    from arena.generation.requests import GenRequest, Sampling
+
+    eos = lm.tok_decode(lm.eot_token_id, skip_special_tokens=False)
+    groups: dict[str, list[int]] = {}
+    for i, req in enumerate(requests):
+        groups.setdefault(repr(sorted(req.args[1].items(), key=lambda kv: kv[0])), []).append(i)
+    out: list[str | None] = [None] * len(requests)
+    think = lm.think_end_token if isinstance(lm.think_end_token, str) else None
+    for idx in groups.values():
+        gen_kwargs = requests[idx[0]].args[1]
+        kwargs = normalize_gen_kwargs(gen_kwargs, lm.max_gen_toks)
+        until = handle_stop_sequences(kwargs.pop("until", None), eos=eos)
+        max_gen = kwargs.pop("max_gen_toks")
+        sampling = Sampling(temperature=float(kwargs.get("temperature", 0.0)) if kwargs.get("do_sample") else 0.0,
+                            top_p=float(kwargs.get("top_p", 1.0) or 1.0))
+        gen_reqs = []
+        for i in idx:
+            enc, att = lm.tok_batch_encode([requests[i].args[0]], left_truncate_len=lm.max_length - max_gen,
+                                           truncation=lm.truncation)
+            gen_reqs.append(GenRequest(enc[0][att[0].bool()].tolist(), max_gen, tuple(until)))
+        t0 = time.perf_counter()
+        done = lm.engine().generate(gen_reqs, sampling, seed=lm.gen_seed)
+        lm.counters["gen_seconds"] += time.perf_counter() - t0
+        lm.counters["gen_calls"] += 1
+        for i, r, c in zip(idx, gen_reqs, done):
+            lm.counters["gen_tokens"] += len(c.token_ids)
+            lm.counters["gen_prompt_tokens"] += len(r.prompt_ids)
+            toks = c.token_ids
+            if isinstance(lm.think_end_token, int) and lm.think_end_token in toks:  # as HFLM: keep what follows the last one
+                toks = toks[len(toks) - toks[::-1].index(lm.think_end_token):]
+            text = lm.tok_decode(toks)
+            if isinstance(lm.think_end_token, int):
+                text = text.lstrip()
+            s = postprocess_generated_text(generation=text, stop=until, think_end_token=think)
+            out[i] = s
+            lm.cache_hook.add_partial("generate_until", requests[i].args, s)
+    return out  # type: ignore[return-value]
 
 
 def mixed_precision(precision: str, device) -> Any | None:

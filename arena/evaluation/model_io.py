@@ -11,7 +11,22 @@ from arena.training.packing import chat_texts
 
 
 @torch.no_grad()
-def greedy_generate(model, tokenizer, prompts: list[str], device, precision: str, max_new_tokens: int, batch_size: int = 16) -> list[str]:
+def greedy_generate(model, tokenizer, prompts: list[str], device, precision: str, max_new_tokens: int, batch_size: int = 16,
+                    engine: str = "auto") -> list[str]:
+    """Greedy responses to user prompts (chat template applied), special tokens stripped.
+
+    `engine` "hf" is `model.generate` in batches of `batch_size` (the reference); any other name goes
+    through `arena.generation` (auto: the native engine on CPU), which batches all prompts at once.
+    """
+    if engine != "hf":
+        from arena.generation.engine import EngineOptions, build_engine
+        from arena.generation.requests import GenRequest, Sampling
+
+        eng = build_engine(engine, model, tokenizer, device=device, precision=precision,
+                           options=EngineOptions(max_batch=batch_size))
+        ids = [tokenizer(chat_texts(tokenizer, p)[0], add_special_tokens=False)["input_ids"] for p in prompts]
+        done = eng.generate([GenRequest(x, max_new_tokens) for x in ids], Sampling(), seed=0)
+        return tokenizer.batch_decode([c.token_ids for c in done], skip_special_tokens=True)
     model.eval()
     old_side = tokenizer.padding_side
     tokenizer.padding_side = "left"  # decoder-only generation needs left padding

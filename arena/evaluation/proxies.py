@@ -59,9 +59,9 @@ def _ref_path(key: dict) -> Path:
     return cache_root() / "eval" / "reference" / f"{h}.json"
 
 
-def reference_key(data_dir: str | None, s: ProxySettings, precision: str, model_id: dict | None) -> dict:
+def reference_key(data_dir: str | None, s: ProxySettings, precision: str, model_id: dict | None, engine: str = "auto") -> dict:
     files = {rel: sha256_file(Path(data_dir) / rel) for rel in (IFEVAL, NQ)} if data_dir else {}
-    return {"version": PROXY_VERSION, "model": model_id, "files": files, "precision": precision,
+    return {"version": PROXY_VERSION, "model": model_id, "files": files, "precision": precision, "engine": engine,
             "settings": {k: v for k, v in asdict(s).items() if k in ("n_ifeval", "n_nq", "max_new_tokens", "seed")}}
 
 
@@ -78,7 +78,7 @@ def cached_reference(key: dict) -> dict | None:
 
 
 def reference_responses(model, tokenizer, data_dir: str | None, s: ProxySettings, device, precision: str,
-                        model_id: dict | None = None, log=print) -> dict:
+                        model_id: dict | None = None, log=print, engine: str = "auto") -> dict:
     """The base model's greedy responses to the general prompts, cached when `model_id` is given.
 
     Returns {"key", "items": [{"source", "prompt", "response"}], "cached": bool, "path"}.
@@ -86,7 +86,7 @@ def reference_responses(model, tokenizer, data_dir: str | None, s: ProxySettings
     # model_io imports torch; users of ProxySettings and general_prompts need not
     from arena.evaluation.model_io import greedy_generate
 
-    key = reference_key(data_dir, s, precision, model_id)
+    key = reference_key(data_dir, s, precision, model_id, engine)
     if model_id:
         hit = cached_reference(key)
         if hit is not None:
@@ -94,7 +94,7 @@ def reference_responses(model, tokenizer, data_dir: str | None, s: ProxySettings
     prompts = general_prompts(data_dir, s)
     log(f"general NLL proxy: generating the reference responses ({len(prompts)} prompts, <= {s.max_new_tokens} tokens)")
     texts = greedy_generate(model, tokenizer, [p for _, p in prompts], device, precision, s.max_new_tokens,
-                            batch_size=s.batch_size)
+                            batch_size=s.batch_size, engine=engine)
     items = [{"source": src, "prompt": p, "response": t} for (src, p), t in zip(prompts, texts)]
     path = None
     if model_id:

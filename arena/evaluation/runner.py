@@ -26,6 +26,7 @@ from arena.evaluation.scoring import task_result
 from arena.evaluation.settings import RunSettings
 from arena.evaluation.subsets import per_subtask_limit, select_indices
 from arena.evaluation.tasks import get_task
+from arena.generation.engine import resolve_engine
 
 
 def plan(names: list[str], data_dir: str | None, settings: RunSettings, target=None,
@@ -78,8 +79,11 @@ def run_tasks(model, tokenizer, names: list[str], data_dir: str | None, settings
     chat = settings.chat_template
     if chat is None:
         chat = bool(getattr(tokenizer, "chat_template", None))
+    mixed = mixed_precision(settings.precision, device)
+    engine_name = resolve_engine(settings.engine, model, device)
     lm = counting_hflm_class()(pretrained=model, tokenizer=tokenizer, batch_size=settings.batch_size,
-                               mixed_precision_dtype=mixed_precision(settings.precision, device))
+                               mixed_precision_dtype=mixed, engine=engine_name,
+                               engine_precision="bf16-autocast" if mixed is not None else "fp32", seed=settings.seed)
     t1 = time.perf_counter()
     with PreservedState(model), QuietProgress(progress, verbose):
         out = simple_evaluate(lm, tasks=list(p["tasks"].values()),
@@ -95,7 +99,7 @@ def run_tasks(model, tokenizer, names: list[str], data_dir: str | None, settings
     engine = {
         "lm_eval": lm_eval.__version__ if hasattr(lm_eval, "__version__") else importlib.metadata.version("lm_eval"),
         "plan_s": round(t_plan, 2), "eval_s": round(t_eval, 2),
-        "chat_template": chat, "batch_size": settings.batch_size,
+        "chat_template": chat, "batch_size": settings.batch_size, "generation_engine": engine_name,
         "precision": "bf16-autocast" if lm.mixed_precision_dtype is not None else "fp32",
         "device": str(device),
         # tokens_per_s counts new tokens only; prefill of the prompts is in the same seconds

@@ -8,6 +8,7 @@ from typing import Literal, Optional
 
 from arena.errors import ConfigError, suggest
 from arena.evaluation.proxies import ProxySettings
+from arena.generation.names import check_engine_name
 
 BBH_VARIANTS = ("fewshot", "zeroshot", "cot_fewshot", "cot_zeroshot")
 
@@ -48,6 +49,7 @@ class RunSettings:
     chat_template: bool | None = None  # None: on when the tokenizer has one (instruct models)
     precision: str = "auto"  # auto | fp32 | bf16-autocast | bf16 (bf16 runs as autocast here)
     options: TaskOptions = field(default_factory=TaskOptions)
+    engine: str = "auto"  # generation engine for generate_until (arena/generation/engine.py)
 
     def __post_init__(self):
         if self.limit is not None and self.limit <= 0:
@@ -56,6 +58,7 @@ class RunSettings:
             raise ConfigError("batch_size", self.batch_size, "must be a positive integer")
         if self.precision not in ("auto", "fp32", "bf16-autocast", "bf16"):
             raise ConfigError("precision", self.precision, "allowed: auto, fp32, bf16-autocast, bf16")
+        check_engine_name(self.engine, "engine")
 
 
 SUITES = ("general", "target")
@@ -78,6 +81,7 @@ class EvalSettings:
     bbh_shots: Optional[int] = None
     chat_template: Literal["auto", "on", "off"] = "auto"
     precision: str = "auto"
+    engine: str = "auto"  # auto | hf | generate | native | vllm: who decodes (arena/generation/engine.py)
     proxies: bool = True  # continuous NLL proxies (general ΔCE, target NLL) next to the accuracies
     proxy: dict = field(default_factory=dict)  # ProxySettings fields
     data_dir: Optional[str] = None  # None: the run's data folder, else ARENA_DATA_DIR / ../shared/data
@@ -98,12 +102,14 @@ class EvalSettings:
         for k, v in self.max_gen_toks.items():
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 raise ConfigError(f"eval.max_gen_toks.{k}", v, "must be a positive integer")
+        check_engine_name(self.engine, "eval.engine")
         self.run_settings()  # bbh_variant / bbh_shots / precision are checked where they are defined
 
     def run_settings(self) -> "RunSettings":
         opts = TaskOptions(bbh_variant=self.bbh_variant, bbh_shots=self.bbh_shots, max_gen_toks=dict(self.max_gen_toks))
         return RunSettings(limit=self.limit, seed=self.seed, batch_size=self.batch_size,
-                           chat_template=CHAT_TEMPLATE[self.chat_template], precision=self.precision, options=opts)
+                           chat_template=CHAT_TEMPLATE[self.chat_template], precision=self.precision, options=opts,
+                           engine=self.engine)
 
     def proxy_settings(self):
         """ProxySettings, or False when the proxies are off."""

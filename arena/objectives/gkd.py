@@ -29,6 +29,7 @@ from arena.objectives.opd import prepare_distillation, require_teacher
 from arena.objectives.rl_losses import generalized_jsd, reverse_kl
 from arena.objectives.teacher import align_vocab, teacher_completion_logits
 from arena import rollouts as R
+from arena.generation.seeds import derive_seed
 
 
 @OBJECTIVES.register("gkd")
@@ -47,7 +48,7 @@ class GKD(Objective):
         max_new_tokens: int = 64
         n_samples: int = 1  # on-policy completions per prompt
         prompts_per_step: Optional[int] = None  # null: train.batch_size x train.grad_accum
-        backend: str = "hf"
+        backend: str = "auto"  # generation engine for rollouts (arena/generation/engine.py)
 
         def __post_init__(self):
             if not 0 <= self.lmbda <= 1:
@@ -84,9 +85,9 @@ class GKD(Objective):
         out, gen_s = [], 0.0
         for m, idx in enumerate(self.pool.micro_batches(ctx.seed, step, self.per_step, ctx.train.grad_accum)):
             prompts = [self.pool.prompt_ids[i] for i in idx]
-            on_policy = random.Random(R.derive_seed(ctx.seed, step, m, 3)).random() < o.lmbda
+            on_policy = random.Random(derive_seed(ctx.seed, step, m, 3)).random() < o.lmbda
             if on_policy:
-                ro = R.sample(ctx.model, ctx.tokenizer, prompts, self.params, R.derive_seed(ctx.seed, step, m, 4),
+                ro = R.sample(ctx.model, ctx.tokenizer, prompts, self.params, derive_seed(ctx.seed, step, m, 4),
                               ctx.device, ctx.precision, o.backend)
                 gen_s += ro.seconds
                 b = ro.as_batch(pad)

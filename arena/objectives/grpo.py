@@ -29,6 +29,7 @@ from arena.objectives.base import LossOutput, Objective, TrainContext
 from arena.objectives.rl_losses import LossAgg, aggregate, clipped_policy_loss, group_advantages, k3_kl, scatter_tokens
 from arena.rewards import check_reward_name, resolve_reward
 from arena import rollouts as R
+from arena.generation.seeds import derive_seed
 
 
 @OBJECTIVES.register("grpo")
@@ -49,7 +50,7 @@ class GRPO(Objective):
         loss_agg: LossAgg = "token-mean"
         scale_rewards: bool = True  # divide by the group's (population) std
         reward: str = "auto"  # auto: the target's default (arith, math, choice)
-        backend: str = "hf"  # rollout backend (arena.rollouts.BACKENDS)
+        backend: str = "auto"  # generation engine for rollouts (arena/generation/engine.py)
 
         def __post_init__(self):
             if self.n_samples < 2:
@@ -123,7 +124,7 @@ class GRPO(Objective):
         gen_s = 0.0
         for m, idx in enumerate(self.pool.micro_batches(ctx.seed, step, self.per_step, ctx.train.grad_accum)):
             prompts = [self.pool.prompt_ids[i] for i in idx]
-            ro = R.sample(ctx.model, ctx.tokenizer, prompts, self.params, R.derive_seed(ctx.seed, step, m, 1),
+            ro = R.sample(ctx.model, ctx.tokenizer, prompts, self.params, derive_seed(ctx.seed, step, m, 1),
                           ctx.device, ctx.precision, o.backend)
             gen_s += ro.seconds
             answers = [self.pool.examples[i].answer for i in idx]

@@ -31,6 +31,7 @@ from arena.objectives.base import LossOutput, Objective, TrainContext
 from arena.objectives.rl_losses import reverse_kl, teacher_topk, topk_agreement, topk_reverse_kl
 from arena.objectives.teacher import align_vocab, prepare_teacher, teacher_completion_logits
 from arena import rollouts as R
+from arena.generation.seeds import derive_seed
 
 
 def require_teacher(options) -> None:
@@ -67,7 +68,7 @@ class OPD(Objective):
         max_new_tokens: int = 64
         top_k: Optional[int] = None  # null: full-vocabulary reverse KL; k: teacher top-k + tail bucket
         diag_k: int = 8  # k of the logged overlap / mass-share diagnostics
-        backend: str = "hf"
+        backend: str = "auto"  # generation engine for rollouts (arena/generation/engine.py)
 
         def __post_init__(self):
             if self.n_samples <= 0:
@@ -91,7 +92,7 @@ class OPD(Objective):
         out, gen_s, t0 = [], 0.0, time.perf_counter()
         for m, idx in enumerate(self.pool.micro_batches(ctx.seed, step, self.per_step, ctx.train.grad_accum)):
             ro = R.sample(ctx.model, ctx.tokenizer, [self.pool.prompt_ids[i] for i in idx], self.params,
-                          R.derive_seed(ctx.seed, step, m, 2), ctx.device, ctx.precision, o.backend)
+                          derive_seed(ctx.seed, step, m, 2), ctx.device, ctx.precision, o.backend)
             gen_s += ro.seconds
             b = ro.as_batch(ctx.tokenizer.pad_token_id)
             b["n_loss_tokens"] = b["n_completion"]
@@ -123,7 +124,7 @@ class OPD(Objective):
 @torch.no_grad()
 def opd_diagnostics(student, teacher, tokenizer, prompts: list[str], *, top_k: int = 8, max_new_tokens: int = 64,
                     n_buckets: int = 8, temperature: float = 1.0, top_p: float = 1.0, n_samples: int = 1,
-                    seed: int = 0, device="cpu", precision: str = "fp32", backend: str = "hf",
+                    seed: int = 0, device="cpu", precision: str = "fp32", backend: str = "auto",
                     batch_size: int = 16) -> dict:
     """Teacher-student agreement on the student's own rollouts (what OPD trains on).
 
@@ -142,7 +143,7 @@ def opd_diagnostics(student, teacher, tokenizer, prompts: list[str], *, top_k: i
     student.eval()
     try:
         for c, s in enumerate(range(0, len(prompt_ids), batch_size)):
-            ro = R.sample(student, tokenizer, prompt_ids[s:s + batch_size], params, R.derive_seed(seed, c, 5),
+            ro = R.sample(student, tokenizer, prompt_ids[s:s + batch_size], params, derive_seed(seed, c, 5),
                           device, precision, backend)
             b = ro.as_batch(tokenizer.pad_token_id)
             s_logits, _ = R.completion_logits(student, b, device, precision)

@@ -1,0 +1,1 @@
+"""Generation: one engine interface (`engine.py`) with hf, generate, native and vllm backends."""

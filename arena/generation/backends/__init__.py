@@ -1,0 +1,1 @@
+"""Generation backends; each module registers its engine in `arena.generation.engine.ENGINES`."""

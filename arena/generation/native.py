@@ -1,0 +1,171 @@
+"""The native decoder: a Llama-family forward written for batched inference on the CPU.
+
+Why not the transformers forward: at decode time one step of 32 sequences of SmolLM2-135M is a few
+GFLOP, and the transformers forward spends most of the step outside the matmuls (per-module calls,
+a growing DynamicCache concatenated every step, autocast casts of every weight every call). Here the
+weights are read once (adapters merged, `weights.effective_linear`), cast once to the compute dtype,
+and fused where the maths allows it (q|k|v into one matrix, gate|up into one), and the KV cache is
+preallocated per slot (`scheduler.py`) so a step writes one position instead of copying the cache.
+
+Numerics follow the transformers forward under the run's precision: the residual stream, RMSNorm,
+RoPE and softmax statistics stay fp32, and under bf16 autocast the matmul inputs are bf16 as autocast
+makes them. In fp32 greedy completions are token-identical to `model.generate`
+(tests/test_generation_engine.py); in bf16 they agree as often as `model.generate` agrees with itself
+at another batch size (benchmarks/bench_generation.py reports both shares).
+
+Supported: model types whose decoder layer is Llama's (llama, mistral without a sliding window
+shorter than the sequence, qwen2 with its q/k/v biases). Anything else raises `UnsupportedModel`,
+which the engine factory turns into a clear error or a fallback to the `hf` engine.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from arena.generation.weights import base_transformer, effective_embedding, effective_linear
+
+SUPPORTED_TYPES = ("llama", "mistral", "qwen2")
+
+
+class UnsupportedModel(ValueError):
+    pass
+
+
+def check_supported(model) -> None:
+    cfg = base_transformer(model).config
+    kind = getattr(cfg, "model_type", None)
+    if kind not in SUPPORTED_TYPES:
+        raise UnsupportedModel(f"model type {kind!r} (the native engine runs {', '.join(SUPPORTED_TYPES)})")
+    if getattr(cfg, "hidden_act", "silu") != "silu":
+        raise UnsupportedModel(f"hidden_act {cfg.hidden_act!r} (the native engine implements silu)")
+
+
+def compute_dtype(precision: str) -> torch.dtype:
+    return torch.bfloat16 if precision in ("bf16", "bf16-autocast") else torch.float32
+
+
+class NativeDecoder:
+    """Weights of a Llama-family model, ready for `forward`. Build one per weight version."""
+
+    @torch.no_grad()
+    def __init__(self, model, precision: str = "fp32", device: torch.device | str = "cpu"):
+        check_supported(model)
+        base = base_transformer(model)
+        cfg = base.config
+        self.device = torch.device(device)
+        self.dtype = compute_dtype(precision)
+        self.n_heads, self.n_kv = cfg.num_attention_heads, cfg.num_key_value_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.n_heads
+        self.eps = float(cfg.rms_norm_eps)
+        self.window = getattr(cfg, "sliding_window", None) if getattr(cfg, "use_sliding_window", True) else None
+        self.max_positions = int(getattr(cfg, "max_position_embeddings", 1 << 20))
+        inner = base.model
+        self.rotary = inner.rotary_emb  # the model's own RoPE (handles every rope_type transformers knows)
+        dt, dev = self.dtype, self.device
+
+        def mat(w):  # [out, in] -> [in, out] contiguous, so x @ W needs no transpose per call
+            return w.to(device=dev, dtype=dt).t().contiguous()
+
+        def vec(b, out_dtype=dt):
+            return None if b is None else b.to(device=dev, dtype=out_dtype)
+
+        self.embed = effective_embedding(inner.embed_tokens).to(device=dev, dtype=torch.float32)
+        self.layers = []
+        for layer in inner.layers:
+            a, m = layer.self_attn, layer.mlp
+            (wq, bq), (wk, bk), (wv, bv) = (effective_linear(x) for x in (a.q_proj, a.k_proj, a.v_proj))
+            wo, bo = effective_linear(a.o_proj)
+            (wg, bg), (wu, bu) = effective_linear(m.gate_proj), effective_linear(m.up_proj)
+            wd, bd = effective_linear(m.down_proj)
+            qkv_b = None if bq is None and bk is None and bv is None else torch.cat([
+                b if b is not None else torch.zeros(w.shape[0]) for w, b in ((wq, bq), (wk, bk), (wv, bv))])
+            gu_b = None if bg is None and bu is None else torch.cat([
+                b if b is not None else torch.zeros(w.shape[0]) for w, b in ((wg, bg), (wu, bu))])
+            self.layers.append({
+                "ln1": layer.input_layernorm.weight.detach().to(dev, torch.float32),
+                "ln2": layer.post_attention_layernorm.weight.detach().to(dev, torch.float32),
+                "qkv": mat(torch.cat([wq, wk, wv])), "qkv_b": vec(qkv_b),
+                "o": mat(wo), "o_b": vec(bo),
+                "gu": mat(torch.cat([wg, wu])), "gu_b": vec(gu_b),
+                "down": mat(wd), "down_b": vec(bd),
+            })
+        self.norm = inner.norm.weight.detach().to(dev, torch.float32)
+        w_head, b_head = effective_linear(base.lm_head)
+        self.lm_head, self.lm_head_b = mat(w_head), vec(b_head)
+        self.vocab_size = w_head.shape[0]
+
+    # -- pieces ---------------------------------------------------------------------------------
+
+    def _rms(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """w · x / sqrt(mean(x²) + eps), in fp32 (as LlamaRMSNorm)."""
+        return w * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps))
+
+    @staticmethod
+    def _rotate(x: torch.Tensor) -> torch.Tensor:
+        h = x.shape[-1] // 2
+        return torch.cat([-x[..., h:], x[..., :h]], dim=-1)
+
+    def _linear(self, x, w, b):
+        y = x.to(self.dtype) @ w
+        return y if b is None else y + b
+
+    def rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin [B, 1, T, head_dim] for positions [B, T] (fp32, as the model computes them)."""
+        probe = torch.empty(0, dtype=torch.float32, device=self.device)
+        cos, sin = self.rotary(probe, positions)
+        return cos[:, None].float(), sin[:, None].float()
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """fp32 logits of the final hidden states [..., H] (the lm_head in the compute dtype)."""
+        return self._linear(self._rms(hidden, self.norm), self.lm_head, self.lm_head_b).float()
+
+    # -- the forward ------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def forward(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, kv_write, kv_read) -> torch.Tensor:
+        """Final hidden states [B, T, H] (before the last norm).
+
+        ids, positions: [B, T]; mask: bool [B, 1, T, S] over the S keys `kv_read` returns.
+        `kv_write(layer, k, v)` stores this call's keys/values ([B, n_kv, T, d], k after RoPE);
+        `kv_read(layer, k, v)` returns the keys/values to attend to (the cache including them).
+        """
+        B, T = ids.shape
+        x = self.embed[ids]
+        cos, sin = self.rope(positions)
+        nh, nkv, d = self.n_heads, self.n_kv, self.head_dim
+        for i, L in enumerate(self.layers):
+            qkv = self._linear(self._rms(x, L["ln1"]), L["qkv"], L["qkv_b"])
+            q, k, v = qkv.split([nh * d, nkv * d, nkv * d], dim=-1)
+            q = q.view(B, T, nh, d).transpose(1, 2).float()
+            k = k.view(B, T, nkv, d).transpose(1, 2).float()
+            v = v.view(B, T, nkv, d).transpose(1, 2).to(self.dtype)
+            q = (q * cos + self._rotate(q) * sin).to(self.dtype)
+            k = (k * cos + self._rotate(k) * sin).to(self.dtype)
+            kv_write(i, k, v)
+            keys, values = kv_read(i, k, v)
+            o = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=nkv != nh)
+            x = x + self._linear(o.transpose(1, 2).reshape(B, T, nh * d), L["o"], L["o_b"]).float()
+            g, u = self._linear(self._rms(x, L["ln2"]), L["gu"], L["gu_b"]).chunk(2, dim=-1)
+            x = x + self._linear(F.silu(g) * u, L["down"], L["down_b"]).float()
+        return x
+
+    @torch.inference_mode()
+    def prefill(self, prompts: list[list[int]]) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+        """Run right-padded prompts: (logits of each prompt's last token [B, V], per-layer (k, v)
+        [B, n_kv, P, d]). Right padding needs no query masking: under the causal mask a real token
+        never sees the padding after it, and padded rows' outputs are never read."""
+        B, P = len(prompts), max(len(p) for p in prompts)
+        ids = torch.zeros((B, P), dtype=torch.long, device=self.device)
+        lens = torch.tensor([len(p) for p in prompts], device=self.device)
+        for r, p in enumerate(prompts):
+            ids[r, : len(p)] = torch.tensor(p, dtype=torch.long)
+        positions = torch.arange(P, device=self.device).expand(B, P)
+        causal = torch.ones((P, P), dtype=torch.bool, device=self.device).tril()
+        if self.window is not None and P > self.window:
+            causal &= ~torch.ones((P, P), dtype=torch.bool, device=self.device).tril(-self.window)
+        mask = (causal[None] & (torch.arange(P, device=self.device)[None, None, :] < lens[:, None, None]))[:, None]
+        kv: list[tuple[torch.Tensor, torch.Tensor]] = []
+        hidden = self.forward(ids, positions, mask, lambda i, k, v: kv.append((k, v)), lambda i, k, v: (k, v))
+        last = hidden[torch.arange(B, device=self.device), lens - 1]
+        return self.logits(last), kv
