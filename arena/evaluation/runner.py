@@ -26,7 +26,6 @@ from arena.evaluation.scoring import task_result
 from arena.evaluation.settings import RunSettings
 from arena.evaluation.subsets import per_subtask_limit, select_indices
 from arena.evaluation.tasks import get_task
-from arena.generation.engine import resolve_engine
 
 
 def plan(names: list[str], data_dir: str | None, settings: RunSettings, target=None,
@@ -66,10 +65,14 @@ def plan(names: list[str], data_dir: str | None, settings: RunSettings, target=N
 
 def run_tasks(model, tokenizer, names: list[str], data_dir: str | None, settings: RunSettings,
               target=None, verbose: bool = False, progress: bool = False,
-              select: dict[str, list[int]] | None = None) -> dict:
-    """Evaluate `model` on the arena tasks `names`; returns {"tasks": {name: result}, "engine": {...}}."""
+              select: dict[str, list[int]] | None = None, keep_responses: bool = False) -> dict:
+    """Evaluate `model` on the arena tasks `names`; returns {"tasks": {name: result}, "engine": {...}}
+    and, with `keep_responses`, {"responses": {lm-eval task: {doc_id: raw response}}} (benchmarks
+    compare engines document by document with it)."""
     import lm_eval
     from lm_eval import simple_evaluate
+
+    from arena.generation.engine import resolve_engine  # imports torch; light commands import this module
 
     quiet_lm_eval(verbose)
     t0 = time.perf_counter()
@@ -110,4 +113,8 @@ def run_tasks(model, tokenizer, names: list[str], data_dir: str | None, settings
         "loglikelihood": {"tokens": c["ll_tokens"], "seconds": round(c["ll_seconds"], 2),
                           "tokens_per_s": round(c["ll_tokens"] / c["ll_seconds"], 1) if c["ll_seconds"] else None},
     }
-    return {"tasks": results, "engine": engine}
+    out_run = {"tasks": results, "engine": engine}
+    if keep_responses:
+        out_run["responses"] = {st: {s["doc_id"]: s["resps"][0][0] for s in ss}
+                                for st, ss in out["samples"].items()}
+    return out_run

@@ -63,14 +63,19 @@ def stop_token_ids(tokenizer, model=None) -> list[int]:
     return sorted(ids)
 
 
+def vllm_available() -> bool:
+    """CUDA present and the `vllm` package importable (without importing it: it is slow)."""
+    import importlib.util
+
+    return torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None
+
+
 def resolve_engine(name: str, model, device: torch.device) -> str:
     """`auto` -> vllm (CUDA + vllm installed), native (model supported), else hf."""
     if name != "auto":
         return name
     device = torch.device(device)
     if device.type == "cuda":
-        from arena.generation.backends.vllm_engine import vllm_available
-
         return "vllm" if vllm_available() else "hf"
     if device.type == "cpu":
         from arena.generation.native import UnsupportedModel, check_supported

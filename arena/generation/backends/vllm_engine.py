@@ -30,10 +30,6 @@ from arena.generation.weights import base_transformer, merged_state_dict
 INSTALL = "pip install 'arena[vllm]' on a CUDA machine (docs/generation.md)"
 
 
-def vllm_available() -> bool:
-    return torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None
-
-
 def check_vllm(device: torch.device, field: str) -> None:
     if not torch.cuda.is_available() or device.type != "cuda":
         raise ConfigError(field, "vllm", f"vLLM needs a CUDA GPU and this run is on {device.type}"
