@@ -12,7 +12,11 @@ import torch
 from transformers.models.llama import modeling_llama as llama
 
 from arena.experiment import run_training
-from arena.training.fused_ops import _RMSNorm, fused_apply_rotary_pos_emb, install_fused_ops
+from arena.training.fused_ops import (
+    _RMSNorm,
+    fused_apply_rotary_pos_emb,
+    install_fused_ops,
+)
 
 QUIET = {"log": lambda s: None}
 
@@ -104,7 +108,8 @@ def test_tiny_run_follows_the_stock_loss_trajectory(tiny_run_config, tmp_path, p
     |Δloss| over 12 steps (loss 6.64 -> 6.17): 1e-6 in fp32 (the log's rounding) and 3.1e-4 under
     bf16 autocast (bf16 noise: one ulp of a bf16 activation is 2^-8 relative); bounded at 1e-5 / 2e-3.
     """
-    common = dict(method="lora", train__steps=12, probe__heldout=0, train__precision=precision, train__lr=1e-2)
+    common = {"method": "lora", "train__steps": 12, "probe__heldout": 0, "train__precision": precision,
+              "train__lr": 1e-2}
     runs = {}
     for name, rope, norm in (("old", False, False), ("rope", True, False), ("new", True, True)):
         out = tmp_path / name
