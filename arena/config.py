@@ -70,6 +70,11 @@ class TrainConfig:
     # Keep one autocast-dtype copy of each frozen linear weight instead of re-casting it every
     # forward (bit-identical results, +2 bytes per frozen parameter); auto: on CPU only.
     cast_cache: Literal["auto", "on", "off"] = "auto"
+    # Fused element-wise forms of the Llama code (arena/training/fused_ops.py), training only.
+    # fused_rope: rotary embedding without rotate_half's cat (bit-identical forward and backward);
+    # fused_rmsnorm: stock forward, closed-form backward (gradient within fp32 rounding).
+    fused_rope: bool = True
+    fused_rmsnorm: bool = True
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "grad_accum", "seq_len", "log_every"):

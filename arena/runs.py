@@ -27,9 +27,12 @@ WEIGHTS = "trainable.safetensors"
 LOCK = ".record.lock"
 
 # Train fields that change nothing about the trained weights: a run folder holding a config that
-# differs only in these is the same run (resume), and sweep run ids leave them out. cast_cache is
-# bit-identical by construction (docs/training.md); eval_every only logs probes.
-RESULT_NEUTRAL_TRAIN_KEYS = ("progress", "log_every", "save_every", "threads", "eval_every", "cast_cache")
+# differs only in these is the same run (resume), and sweep run ids leave them out. cast_cache and
+# fused_rope are bit-identical by construction (docs/training.md); fused_rmsnorm keeps every forward
+# value and moves the norm's gradient only at fp32 rounding (1e-7 relative, far below bf16 noise);
+# eval_every only logs probes.
+RESULT_NEUTRAL_TRAIN_KEYS = ("progress", "log_every", "save_every", "threads", "eval_every", "cast_cache",
+                             "fused_rope", "fused_rmsnorm")
 
 
 def weights_path(run_dir: str | Path) -> Path:

@@ -23,7 +23,10 @@ import sys
 import time
 
 CONFIGS = {
-    "arena": "arena core defaults: padding-free packing, skip-sampled dropout, cached frozen casts",
+    "arena": "arena core defaults: padding-free, skip dropout, cached casts, fused RoPE + RMSNorm",
+    "arena-nofuse": "defaults before the fused ops: fused_rope=false, fused_rmsnorm=false",
+    "arena-norope": "defaults but fused_rope=false",
+    "arena-nonorm": "defaults but fused_rmsnorm=false",
     "arena-v1": "arena core as first landed: rows + block mask, torch dropout, per-forward casts",
     "arena-rows": "defaults but packing=rows (fixed 4 x 256 rows, block-diagonal mask)",
     "arena-torchdrop": "defaults but dropout_sampler=torch",
@@ -35,13 +38,17 @@ CONFIGS = {
 }
 ARENA_OVERRIDES = {
     "arena": [],
-    "arena-v1": ["train.packing=rows", "train.dropout_sampler=torch", "train.cast_cache=off"],
+    "arena-v1": ["train.packing=rows", "train.dropout_sampler=torch", "train.cast_cache=off",
+                 "train.fused_rope=false", "train.fused_rmsnorm=false"],
+    "arena-nofuse": ["train.fused_rope=false", "train.fused_rmsnorm=false"],
+    "arena-norope": ["train.fused_rope=false"],
+    "arena-nonorm": ["train.fused_rmsnorm=false"],
     "arena-rows": ["train.packing=rows"],
     "arena-torchdrop": ["train.dropout_sampler=torch"],
     "arena-nocache": ["train.cast_cache=off"],
     "arena-nodrop": ["method.dropout=0"],
 }
-DEFAULT_ONLY = "arena,arena-v1,arena-nodrop,trl-padded,trl-packed,trl-bfd"
+DEFAULT_ONLY = "arena,arena-nofuse,arena-v1,arena-nodrop,trl-padded,trl-packed,trl-bfd"
 SEQ, BATCH = 256, 4
 
 
@@ -199,13 +206,13 @@ def main() -> None:
                             "peak_rss_mb": max(r["peak_rss_mb"] for r in rs)})
     trl = [r for r in results if r["name"].startswith("trl")]
     best = max(trl, key=lambda r: r["tok_s"]) if trl else None
-    print(f"\n{'config':16s} {'tok/s':>8s} {'vs TRL best':>11s} {'peak RSS MB':>11s} {'6N·tok/s / peak':>15s}  "
+    print(f"\n{'config':16s} {'tok/s':>8s} {'vs TRL best':>11s} {'peak RSS MB':>11s} {'% bf16 peak':>11s}  "
           f"{'runs':18s} description")
     for r in results:
         ratio = r["tok_s"] / best["tok_s"] if best else float("nan")
         mfu = 6 * r["n_params"] * r["tok_s"] / peak
         runs_s = "/".join(f"{v:.0f}" for v in r["all"])
-        print(f"{r['name']:16s} {r['tok_s']:8.0f} {ratio:10.2f}x {r['peak_rss_mb']:11.0f} {mfu:15.1%}  {runs_s:18s} "
+        print(f"{r['name']:16s} {r['tok_s']:8.0f} {ratio:10.2f}x {r['peak_rss_mb']:11.0f} {mfu:11.1%}  {runs_s:18s} "
               f"{CONFIGS[r['name']]}")
     if best:
         arena = next((r for r in results if r["name"] == "arena"), None)

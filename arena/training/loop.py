@@ -23,6 +23,7 @@ from arena.training.cast_cache import FrozenCastCache
 from arena.training.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from arena.training.device import peak_memory_mb
 from arena.training.dropout import use_skip_dropout
+from arena.training.fused_ops import install_fused_ops
 from arena.training.schedule import lr_factor
 
 
@@ -62,6 +63,10 @@ def install_fast_paths(model: torch.nn.Module, cfg, device: torch.device) -> tup
         cache = FrozenCastCache(model)
         undo.append(cache.remove)
         info["cast_cache_linears"] = len(cache)
+    if cfg.fused_rope or cfg.fused_rmsnorm:
+        restore_fused = install_fused_ops(model, rope=cfg.fused_rope, rmsnorm=cfg.fused_rmsnorm)
+        undo.append(restore_fused)
+        info.update(restore_fused.counts)
     return info, undo
 
 
