@@ -4,7 +4,8 @@ Why not the transformers forward: at decode time one step of 32 sequences of Smo
 GFLOP, and the transformers forward spends most of the step outside the matmuls (per-module calls,
 a growing DynamicCache concatenated every step, autocast casts of every weight every call). Here the
 weights are read once (adapters merged, `weights.effective_linear`), cast once to the compute dtype,
-and fused where the maths allows it (q|k|v into one matrix, gate|up into one), and the KV cache is
+kept in nn.Linear's [out, in] layout (F.linear then runs the kernel autocast runs) and fused where
+the maths allows it (q|k|v into one matrix, gate|up into one), and the KV cache is
 preallocated per slot (`scheduler.py`) so a step writes one position instead of copying the cache.
 
 Numerics follow the transformers forward under the run's precision: the residual stream, RMSNorm,
@@ -64,8 +65,8 @@ class NativeDecoder:
         self.rotary = inner.rotary_emb  # the model's own RoPE (handles every rope_type transformers knows)
         dt, dev = self.dtype, self.device
 
-        def mat(w):  # [out, in] -> [in, out] contiguous, so x @ W needs no transpose per call
-            return w.to(device=dev, dtype=dt).t().contiguous()
+        def mat(w):  # [out, in], as nn.Linear keeps it: F.linear then runs the same kernel autocast runs
+            return w.to(device=dev, dtype=dt).contiguous()
 
         def vec(b, out_dtype=dt):
             return None if b is None else b.to(device=dev, dtype=out_dtype)
@@ -107,8 +108,7 @@ class NativeDecoder:
         return torch.cat([-x[..., h:], x[..., :h]], dim=-1)
 
     def _linear(self, x, w, b):
-        y = x.to(self.dtype) @ w
-        return y if b is None else y + b
+        return F.linear(x.to(self.dtype), w, b)
 
     def rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """cos, sin [B, 1, T, head_dim] for positions [B, T] (fp32, as the model computes them)."""
