@@ -173,3 +173,23 @@ def test_unsupported_architecture_falls_back_to_hf_and_native_says_why():
     assert resolve_engine("auto", gpt2, torch.device("cpu")) == "hf"
     with pytest.raises(ConfigError, match="model type 'gpt2'"):
         build_engine("native", gpt2, tok)
+
+
+@pytest.mark.parametrize("engine, message", [("natve", "did you mean 'native'"), ("vllm", "vLLM needs a CUDA GPU")])
+def test_cli_engine_errors_name_the_flag_and_exit_2(engine, message, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if engine == "vllm" and torch.cuda.is_available():
+        pytest.skip("CUDA present: vllm may be available")
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo), "HF_HUB_OFFLINE": "1"}
+    out = tmp_path / "out.json"
+    r = subprocess.run([sys.executable, "-m", "arena.cli", "eval", "--model", "tiny", "--engine", engine, "--suite", "target",
+                        "--target", "arith", "--limit", "2", "--no-proxies", "--no-cache", "--out", str(out)],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert "--engine" in r.stderr and message in r.stderr and "Traceback" not in r.stderr
+    assert not out.exists()

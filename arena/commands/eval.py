@@ -112,7 +112,7 @@ def _device(name: str):
 
 
 # The evaluation API's fields and the flags that set them: its errors are reworded as the flag.
-FLAG_OF = {"suites": "--suite", "tasks": "--tasks", "target": "--target"}
+FLAG_OF = {"suites": "--suite", "tasks": "--tasks", "target": "--target", "eval.engine": "--engine"}
 
 
 def run(args) -> int:

@@ -152,6 +152,9 @@ def _evaluate_model(model, tokenizer, suites, target, limit, data_dir, seed, dev
     tgt, plan, members, names, s = _task_plan(suites, target, data_dir, target_options, tasks, settings, limit,
                                               seed, batch_size)
     dev = _resolve_device(device, model)
+    from arena.generation.engine import check_available  # imports torch
+
+    check_available(s.engine, model, dev, "eval.engine")  # an engine that cannot run here fails before lm-eval starts
     if next(model.parameters()).device != dev:
         model.to(dev)
     chat, precision = _chat_on(s, tokenizer), _precision(s, dev)

@@ -23,6 +23,7 @@ from typing import Callable, Protocol
 
 import torch
 
+from arena.errors import ConfigError
 from arena.generation.names import check_engine_name
 from arena.generation.requests import Completion, GenRequest, Sampling
 from arena.registry import Registry
@@ -70,6 +71,33 @@ def vllm_available() -> bool:
     return torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None
 
 
+VLLM_INSTALL = "pip install 'arena[vllm]' on a CUDA machine (docs/generation.md)"
+
+
+def check_available(name: str, model, device: torch.device, field: str) -> str:
+    """The engine `name` resolves to, or a ConfigError saying why it cannot run here (before any
+    weights load or anything is written)."""
+    check_engine_name(name, field)
+    device = torch.device(device)
+    resolved = resolve_engine(name, model, device)
+    if resolved == "vllm":
+        import importlib.util
+
+        if not torch.cuda.is_available() or device.type != "cuda":
+            raise ConfigError(field, "vllm", f"vLLM needs a CUDA GPU and this run is on {device.type}"
+                              f"{'' if torch.cuda.is_available() else ' (no CUDA device here)'}; use auto, native or hf")
+        if importlib.util.find_spec("vllm") is None:
+            raise ConfigError(field, "vllm", f"vLLM is not installed: {VLLM_INSTALL}")
+    if resolved == "native":
+        from arena.generation.native import UnsupportedModel, check_supported
+
+        try:
+            check_supported(model)
+        except UnsupportedModel as e:
+            raise ConfigError(field, "native", f"unsupported here: {e}; use hf or auto") from None
+    return resolved
+
+
 def resolve_engine(name: str, model, device: torch.device) -> str:
     """`auto` -> vllm (CUDA + vllm installed), native (model supported), else hf."""
     if name != "auto":
@@ -92,7 +120,6 @@ def build_engine(name: str, model, tokenizer, device: torch.device | str = "cpu"
                  options: EngineOptions | None = None, field: str = "engine") -> Engine:
     """The engine `name` (or `auto`) over the model's current weights."""
     device = torch.device(device)
-    check_engine_name(name, field)
-    resolved = resolve_engine(name, model, device)
+    resolved = check_available(name, model, device, field)
     factory = ENGINES.get(resolved, field=field)
     return factory(model, tokenizer, device=device, precision=precision, options=options or EngineOptions(), field=field)

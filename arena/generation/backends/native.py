@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from arena.errors import ConfigError
 from arena.generation.engine import ENGINES, EngineOptions, stop_token_ids
-from arena.generation.native import NativeDecoder, UnsupportedModel
+from arena.generation.native import NativeDecoder
 from arena.generation.requests import Completion, GenRequest, Sampling, StopChecker
 from arena.generation.scheduler import Scheduler, SchedulerOptions
 
@@ -32,7 +31,4 @@ class NativeEngine:
 
 @ENGINES.register("native")
 def native_engine(model, tokenizer, *, device, precision, options, field="engine"):
-    try:
-        return NativeEngine(model, tokenizer, device, precision, options)
-    except UnsupportedModel as e:
-        raise ConfigError(field, "native", f"unsupported here: {e}; use hf or auto") from None
+    return NativeEngine(model, tokenizer, device, precision, options)  # support checked by engine.check_available

@@ -11,32 +11,18 @@ log-probs are requested after temperature scaling (`logprobs_mode="processed_log
 what the RL losses recompute.
 
 Not run on a GPU by this project yet (no device was lent): on machines without CUDA or without vLLM
-the factory raises a ConfigError naming the extra to install, before anything is written.
+`engine.check_available` raises a ConfigError naming the extra to install, before anything is written.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import tempfile
 import weakref
 
-import torch
 
-from arena.errors import ConfigError
 from arena.generation.engine import ENGINES, EngineOptions
 from arena.generation.requests import Completion, GenRequest, Sampling
 from arena.generation.weights import base_transformer, merged_state_dict
-
-INSTALL = "pip install 'arena[vllm]' on a CUDA machine (docs/generation.md)"
-
-
-def check_vllm(device: torch.device, field: str) -> None:
-    if not torch.cuda.is_available() or device.type != "cuda":
-        raise ConfigError(field, "vllm", f"vLLM needs a CUDA GPU and this run is on {device.type}"
-                          f"{'' if torch.cuda.is_available() else ' (no CUDA device here)'}; use auto, native or hf")
-    if importlib.util.find_spec("vllm") is None:
-        raise ConfigError(field, "vllm", f"vLLM is not installed: {INSTALL}")
-
 
 _ENGINES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
@@ -83,7 +69,6 @@ class VLLMEngine:
 
 @ENGINES.register("vllm")
 def vllm_engine(model, tokenizer, *, device, precision, options, field="engine"):
-    check_vllm(device, field)
     eng = _ENGINES.get(model)
     if eng is None:
         eng = _ENGINES[model] = VLLMEngine(model, tokenizer, precision, options)
