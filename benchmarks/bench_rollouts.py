@@ -10,12 +10,15 @@ EOS. Each sampler gets one warm-up call, then `--repeats` timed calls in alterna
 
 Reported: completion tokens/s (real tokens, up to and including EOS) and slots/s (sequences x
 decode steps, the work done whatever was sampled) of
-  arena-hf        arena.rollouts.sample, backend "hf" (KV-cache loop, log-probs, decode)
-  arena-generate  arena.rollouts.sample, backend "generate" (model.generate + raw logits)
+  arena-native    arena.rollouts.sample, engine "native" (arena's decoder, continuous batching;
+                  the engine is built from the LoRA model's merged weights inside every call)
+  arena-hf        arena.rollouts.sample, engine "hf" (KV-cache loop, log-probs, decode)
+  arena-generate  arena.rollouts.sample, engine "generate" (model.generate + raw logits)
   plain-generate  model.generate(do_sample=True) alone, no log-probs, no decode
 and the ratio of each to plain-generate; then `--grpo-steps` GRPO steps through the training loop
-with the same shape (prompts_per_step=8, n_samples=4), split into generation (sampling) and the
-rest (rewards, loss forward/backward, optimizer).
+with the same shape (prompts_per_step=8, n_samples=4) for each `--grpo-backends` engine, split into
+generation (sampling) and the rest (rewards, loss forward/backward, optimizer): the generation
+share of a step before (hf) and after (native).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--grpo-steps", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--grpo-backends", default="hf,native")
     ap.add_argument("--json", help="also write the results to this file")
     args = ap.parse_args()
 
@@ -49,17 +53,20 @@ def main() -> None:
     from arena.experiment import seed_everything
     from arena.runs import load_and_wrap
     from arena.objectives.base import TrainContext
-    from arena.rollouts import SamplingParams, _left_pad, encode_prompts, sample, stop_token_ids
+    from arena.generation.backends.hf import left_pad
+    from arena.generation.engine import stop_token_ids
+    from arena.rollouts import SamplingParams, encode_prompts, sample
     from arena.training.device import autocast
     from arena.training.loop import train
 
     dev, prec = torch.device("cpu"), "bf16-autocast"
     P, n, T = args.prompts, args.samples, args.max_new_tokens
-    cfg = load_run_config(None, [
+    overrides = [
         f"model.name={args.model}", "method.name=lora", f"target.name={args.target}", "objective.name=grpo",
         f"objective.n_samples={n}", f"objective.prompts_per_step={P}", f"objective.max_new_tokens={T}",
         f"train.steps={args.grpo_steps}", "train.warmup_steps=0", "train.progress=false", "train.device=cpu",
-        "train.precision=bf16-autocast", "probe.heldout=0", "probe.greedy=0"])
+        "train.precision=bf16-autocast", "probe.heldout=0", "probe.greedy=0"]
+    cfg = load_run_config(None, overrides)
     method, target, objective = build_components(cfg)
     seed_everything(0)
     model, tok, info = load_and_wrap(cfg, method, dev)
@@ -78,7 +85,7 @@ def main() -> None:
     @torch.no_grad()
     def plain(seed):
         model.eval()
-        ids, att = _left_pad(flat, tok.pad_token_id)
+        ids, att = left_pad(flat, tok.pad_token_id)
         torch.manual_seed(seed)
         with autocast(dev, prec):
             out = model.generate(input_ids=ids, attention_mask=att, do_sample=True, temperature=1.0, top_p=1.0,
@@ -88,7 +95,7 @@ def main() -> None:
         before = torch.cat([torch.zeros_like(is_stop[:, :1]), is_stop[:, :-1]], 1).long().cumsum(1) > 0
         return int((~before).sum()), comp.numel()
 
-    samplers = {"arena-hf": arena("hf"), "arena-generate": arena("generate"), "plain-generate": plain}
+    samplers = {"arena-native": arena("native"), "arena-hf": arena("hf"), "arena-generate": arena("generate"), "plain-generate": plain}
     for fn in samplers.values():  # warm-up
         fn(999)
     stats = {k: {"tokens": 0, "slots": 0, "seconds": 0.0} for k in samplers}
@@ -114,20 +121,25 @@ def main() -> None:
         print(f"{name:16s} {s['tokens']:7d} {s['slots']:6d} {s['seconds']:8.2f} {tps:7.1f} {tps / base:9.2f} "
               f"{sps:8.1f} {sps / base_slots:9.2f}")
 
-    ctx = TrainContext(model=model, tokenizer=tok, target=target, train=cfg.train, device=dev, precision=prec, seed=0)
-    objective.prepare(ctx)
-    model.train()
-    res = train(ctx, objective, method, None, cfg.train.lr or method.default_lr)
     rows = []
-    print(f"\nGRPO steps (LoRA, {P} prompts x {n} samples, <= {T} new tokens, reward {objective.reward_name}):")
-    print(f"{'step':>4s} {'total s':>8s} {'gen s':>7s} {'gen %':>6s} {'train s':>8s} {'resp len':>9s} {'reward':>7s}")
-    for h in res.history:
-        gen = h["gen_s"]
-        rows.append({"step": h["step"], "seconds": h["seconds"], "gen_s": round(gen, 3),
-                     "gen_share": round(gen / h["seconds"], 3), "response_length": h["response_length"],
-                     "reward_mean": h["reward_mean"]})
-        print(f"{h['step']:4d} {h['seconds']:8.2f} {gen:7.2f} {100 * gen / h['seconds']:5.1f}% "
-              f"{h['seconds'] - gen:8.2f} {h['response_length']:9.1f} {h['reward_mean']:7.3f}")
+    for backend in args.grpo_backends.split(","):
+        cfg_b = load_run_config(None, [*overrides, f"objective.backend={backend}"])
+        _, _, objective = build_components(cfg_b)
+        seed_everything(0)
+        model, tok, info = load_and_wrap(cfg_b, method, dev)
+        ctx = TrainContext(model=model, tokenizer=tok, target=target, train=cfg_b.train, device=dev, precision=prec, seed=0)
+        objective.prepare(ctx)
+        model.train()
+        res = train(ctx, objective, method, None, cfg_b.train.lr or method.default_lr)
+        print(f"\nGRPO steps, engine {backend} (LoRA, {P} prompts x {n} samples, <= {T} new tokens, reward {objective.reward_name}):")
+        print(f"{'step':>4s} {'total s':>8s} {'gen s':>7s} {'gen %':>6s} {'train s':>8s} {'resp len':>9s} {'reward':>7s}")
+        for h in res.history:
+            gen = h["gen_s"]
+            rows.append({"backend": backend, "step": h["step"], "seconds": h["seconds"], "gen_s": round(gen, 3),
+                         "gen_share": round(gen / h["seconds"], 3), "response_length": h["response_length"],
+                         "reward_mean": h["reward_mean"]})
+            print(f"{h['step']:4d} {h['seconds']:8.2f} {gen:7.2f} {100 * gen / h['seconds']:5.1f}% "
+                  f"{h['seconds'] - gen:8.2f} {h['response_length']:9.1f} {h['reward_mean']:7.3f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"samplers": stats, "grpo_steps": rows, "args": vars(args)}, f, indent=2)
