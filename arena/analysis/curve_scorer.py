@@ -22,7 +22,8 @@ SCORERS = {
 class CurveScorer:
     """Scores one model on the chosen axes; `prepare` once on the base model, then `score` + `point` per α."""
 
-    def __init__(self, kind, tok, target, suites, limit, data_dir, seed, device, precision, model_fp):
+    def __init__(self, kind, tok, target, suites, limit, data_dir, seed, device, precision, model_fp, engine: str = "auto"):
+        self.engine = engine
         self.kind, self.tok, self.target, self.suites = kind, tok, target, suites
         self.limit, self.data_dir, self.seed, self.device, self.precision = limit, data_dir, seed, device, precision
         self.model_fp = model_fp
@@ -43,7 +44,7 @@ class CurveScorer:
         """The base model's general-prompt responses (cached per base model by the evaluation layer)."""
         if "general" in self.suites:
             self.reference = px.reference_responses(base_model, self.tok, self.data_dir, self.ps, self.device,
-                                                    self.precision, self.model_fp, log)
+                                                    self.precision, self.model_fp, log, engine=self.engine)
 
     def score(self, model) -> dict:
         if self.kind == "proxy":
@@ -56,7 +57,7 @@ class CurveScorer:
                                                              self.precision, self.ps)
             return res
         return evaluate_model(model, self.tok, list(self.suites), self.target, self.limit, self.data_dir, self.seed,
-                              self.device, settings=RunSettings(precision=self.precision), proxies=self.ps,
+                              self.device, settings=RunSettings(precision=self.precision, engine=self.engine), proxies=self.ps,
                               reference=self.reference, model_id=self.model_fp)
 
     def point(self, res: dict) -> dict:

@@ -47,7 +47,7 @@ def interpolate_run(run_dir, settings: InterpolationSettings, *, device: str = "
     data_dir = s.data_dir or cfg.data_dir or resolve_data_dir(None)
     _, target, _ = build_components(cfg, check_data=False)
     sc = CurveScorer(scorer, None, target, suite_list, limit, data_dir, cfg.probe.seed, dev, prec,
-                     model_fingerprint(cfg.model.name, cfg.model.revision))
+                     model_fingerprint(cfg.model.name, cfg.model.revision), engine=s.engine)
     sc.check_data()
     interp, tok, cfg, _ = load_interpolator(run_dir, path, dev)
     sc.tok = tok
@@ -67,7 +67,7 @@ def interpolate_run(run_dir, settings: InterpolationSettings, *, device: str = "
     points.sort(key=lambda p: p["alpha"])
     result = {"path": path, "method": cfg.method.name, "alphas": alpha_list, "suites": suite_list, "limit": limit,
               "scorer": {"name": scorer, "orientation": sc.orientation, "description": SCORERS[scorer],
-                         "precision": prec, "seed": cfg.probe.seed},
+                         "precision": prec, "seed": cfg.probe.seed, "engine": s.engine},
               "points": points, "best": tradeoff(points, sc.orientation, s.delta),
               "seconds": round(time.perf_counter() - t0, 2)}
     if write:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Optional
 
 from arena.errors import ConfigError, suggest
+from arena.generation.names import check_engine_name
 
 INTERP_PATHS = ("weights", "generator")
 INTERP_SUITES = ("general", "target")
@@ -49,8 +50,10 @@ class InterpolationSettings:
     delta: Optional[float] = None  # rule (a) tolerance on the general score (None: the scorer's default)
     precision: Optional[Literal["fp32", "bf16-autocast"]] = None  # None: the run's train.precision
     data_dir: Optional[str] = None  # general prompts' data folder (None: the run's)
+    engine: str = "auto"  # who generates the scorer's texts (arena/generation/engine.py)
 
     def __post_init__(self):
+        check_engine_name(self.engine, "interpolation.engine")
         if isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit <= 0:
             raise ConfigError("interpolation.limit", self.limit, "must be a positive integer")
         if not self.alphas:

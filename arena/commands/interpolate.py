@@ -32,6 +32,7 @@ def add_parser(sub) -> None:
     p.add_argument("--precision", default=None, choices=["fp32", "bf16-autocast"],
                    help="scoring precision (default: the run's train.precision)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, mps or auto")
+    p.add_argument("--engine", default="auto", help="generation engine of the scorer: auto (default), hf, generate, native, vllm")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--data-dir", help="benchmark data folder for the general prompts (default: the run's)")
     p.add_argument("--no-write", action="store_true", help="print only; do not store the curve in record.json")
@@ -67,7 +68,7 @@ def run(args) -> int:
         torch.set_num_threads(args.threads)
     settings = from_flags(InterpolationSettings, "interpolation", alphas=parse_alphas(args.alphas),
                           suites=parse_suites(args.suite), limit=args.limit, path=args.path, scorer=args.scorer,
-                          delta=args.delta, precision=args.precision, data_dir=args.data_dir)
+                          delta=args.delta, precision=args.precision, data_dir=args.data_dir, engine=args.engine)
     # The run itself can refuse a setting only once it knows the run (a generator path for a
     # method without a generator): from_flags rewords that field error as the flag too.
     result = from_flags(lambda **kw: interpolate_run(args.run, settings, **kw), "interpolation",
