@@ -27,9 +27,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from arena.errors import ConfigError, suggest
+from arena.errors import ConfigError
 from arena.generation.engine import EngineOptions, build_engine, stop_token_ids
-from arena.generation.names import ENGINE_NAMES, check_engine_name
+from arena.generation.names import check_engine_name
 from arena.generation.requests import GenRequest, Sampling
 from arena.objectives.losses import IGNORE, label_logits
 from arena.training.device import autocast
@@ -221,8 +221,7 @@ def check_sampling_options(o, need_temperature: bool = True) -> None:
         raise ConfigError("max_new_tokens", o.max_new_tokens, "must be a positive integer")
     if o.prompts_per_step is not None and o.prompts_per_step <= 0:
         raise ConfigError("prompts_per_step", o.prompts_per_step, "must be a positive integer or null (train.batch_size x train.grad_accum)")
-    if o.backend not in ENGINE_NAMES:
-        raise ConfigError("backend", o.backend, f"allowed: {', '.join(ENGINE_NAMES)}{suggest(o.backend, ENGINE_NAMES)}")
+    check_engine_name(o.backend, "backend")
 
 
 def prompt_pool_for(ctx, max_new_tokens: int, need_answer: bool) -> PromptPool:

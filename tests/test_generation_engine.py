@@ -19,16 +19,8 @@ PROMPTS = ["What is 2 + 3?", "Name a colour.", "What is 10 - 4? Tell me now, qui
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    from arena.models.loader import load_model
-
-    model, tok, _ = load_model("tiny")
-    return model.eval(), tok
-
-
-@pytest.fixture(scope="module")
-def requests_(tiny):
-    ids = encode_prompts(tiny[1], PROMPTS)
+def requests_(tiny_base):  # conftest's tiny model: never modified here (adapters go on a copy)
+    ids = encode_prompts(tiny_base[1], PROMPTS)
     return [GenRequest(p, max_new_tokens=4 + 3 * i) for i, p in enumerate(ids)]
 
 
@@ -41,8 +33,8 @@ def test_engine_names_match_the_registry():
 
 
 @pytest.mark.parametrize("engine", ["hf", "native"])
-def test_fp32_greedy_equals_model_generate(tiny, requests_, engine):
-    model, tok = tiny
+def test_fp32_greedy_equals_model_generate(tiny_base, requests_, engine):
+    model, tok = tiny_base
     ref = build_engine("generate", model, tok, precision="fp32").generate(requests_, Sampling(), 0)
     got = build_engine(engine, model, tok, precision="fp32").generate(requests_, Sampling(), 0)
     assert _tokens(got) == _tokens(ref)
@@ -50,18 +42,18 @@ def test_fp32_greedy_equals_model_generate(tiny, requests_, engine):
         assert len(c.token_ids) == r.max_new_tokens if c.finish_reason == "length" else len(c.token_ids) <= r.max_new_tokens
 
 
-def test_continuous_batching_gives_the_same_completions_as_one_batch(tiny, requests_):
-    model, tok = tiny
+def test_continuous_batching_gives_the_same_completions_as_one_batch(tiny_base, requests_):
+    model, tok = tiny_base
     one = build_engine("native", model, tok, options=EngineOptions(max_slots=64)).generate(requests_, Sampling(), 0)
     few = build_engine("native", model, tok, options=EngineOptions(max_slots=2)).generate(requests_, Sampling(), 0)
     assert _tokens(one) == _tokens(few)
 
 
-def test_adapters_are_merged_into_the_native_weights(tiny, requests_):
+def test_adapters_are_merged_into_the_native_weights(tiny_base, requests_):
     """A LoRA model with non-zero B: native (merged copy) == hf (peft forward); the model is untouched."""
     from peft import LoraConfig, get_peft_model
 
-    model, tok = tiny
+    model, tok = tiny_base
     peft_model = get_peft_model(copy.deepcopy(model), LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
     torch.manual_seed(0)
     for n, p in peft_model.named_parameters():
@@ -76,11 +68,11 @@ def test_adapters_are_merged_into_the_native_weights(tiny, requests_):
     assert all(torch.equal(before[n], p) for n, p in peft_model.named_parameters())
 
 
-def test_stop_strings_cut_at_the_completing_token(tiny, requests_):
+def test_stop_strings_cut_at_the_completing_token(tiny_base, requests_):
     """One request per call (so the sampled stream is the same with and without the stop string):
     with the stop string set to a character of the free completion, it ends at the token that
     first completes that character in the decoded text."""
-    model, tok = tiny
+    model, tok = tiny_base
     s = Sampling(temperature=1.0)
     checked = 0
     for name in ("native", "hf"):
@@ -99,8 +91,8 @@ def test_stop_strings_cut_at_the_completing_token(tiny, requests_):
     assert checked >= 4
 
 
-def test_stop_token_ends_a_native_completion_and_is_kept(tiny, requests_):
-    model, tok = tiny
+def test_stop_token_ends_a_native_completion_and_is_kept(tiny_base, requests_):
+    model, tok = tiny_base
     eng = build_engine("native", model, tok)
     free = eng.generate(requests_, Sampling(), 0)
     eng.stop_ids = sorted({c.token_ids[1] for c in free if len(c.token_ids) > 2})
@@ -113,8 +105,8 @@ def test_stop_token_ends_a_native_completion_and_is_kept(tiny, requests_):
             assert d.token_ids == f.token_ids
 
 
-def test_sampling_is_seeded_and_logprobs_are_the_tempered_ones(tiny, requests_):
-    model, tok = tiny
+def test_sampling_is_seeded_and_logprobs_are_the_tempered_ones(tiny_base, requests_):
+    model, tok = tiny_base
     eng = build_engine("native", model, tok)
     s = Sampling(temperature=0.8, top_p=0.95)
     a, b, c = eng.generate(requests_, s, 3), eng.generate(requests_, s, 3), eng.generate(requests_, s, 4)
@@ -127,20 +119,20 @@ def test_sampling_is_seeded_and_logprobs_are_the_tempered_ones(tiny, requests_):
     assert torch.allclose(torch.tensor(comp.logprobs), ref, atol=1e-4)
 
 
-def test_bf16_native_agrees_with_autocast_hf_on_most_tokens(tiny, requests_):
-    model, tok = tiny
+def test_bf16_native_agrees_with_autocast_hf_on_most_tokens(tiny_base, requests_):
+    model, tok = tiny_base
     ref = build_engine("hf", model, tok, precision="bf16-autocast").generate(requests_, Sampling(), 0)
     got = build_engine("native", model, tok, precision="bf16-autocast").generate(requests_, Sampling(), 0)
     first = [a.token_ids[:2] == b.token_ids[:2] for a, b in zip(ref, got)]
     assert sum(first) >= len(first) - 1
 
 
-def test_lm_eval_generate_until_through_the_engine_equals_hflm(tiny):
+def test_lm_eval_generate_until_through_the_engine_equals_hflm(tiny_base):
     from lm_eval.api.instance import Instance
 
     from arena.evaluation.lm_eval_model import counting_hflm_class
 
-    model, tok = tiny
+    model, tok = tiny_base
     ctxs = ["Question: what is 2 + 2?\nAnswer:", "List three fruits:", "Say hello.\n"]
     kw = [{"until": ["\n\n"], "max_gen_toks": 12, "do_sample": False}, {"until": ["."], "max_gen_toks": 8},
           {"until": ["\n\n"], "max_gen_toks": 12, "do_sample": False}]
@@ -153,8 +145,8 @@ def test_lm_eval_generate_until_through_the_engine_equals_hflm(tiny):
     assert out["native"] == out["hf"]
 
 
-def test_unknown_and_unavailable_engines_are_clear_errors(tiny):
-    model, tok = tiny
+def test_unknown_and_unavailable_engines_are_clear_errors(tiny_base):
+    model, tok = tiny_base
     with pytest.raises(ConfigError, match=r"eval\.engine.*did you mean 'native'"):
         build_engine("natve", model, tok, field="eval.engine")
     if not torch.cuda.is_available():

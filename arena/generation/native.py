@@ -46,6 +46,13 @@ def compute_dtype(precision: str) -> torch.dtype:
     return torch.bfloat16 if precision in ("bf16", "bf16-autocast") else torch.float32
 
 
+def _fused_bias(*pairs) -> torch.Tensor | None:
+    """The bias of matrices fused along their output dim (zeros for those without one), or None."""
+    if all(b is None for _, b in pairs):
+        return None
+    return torch.cat([b if b is not None else torch.zeros(w.shape[0]) for w, b in pairs])
+
+
 class NativeDecoder:
     """Weights of a Llama-family model, ready for `forward`. Build one per weight version."""
 
@@ -79,10 +86,8 @@ class NativeDecoder:
             wo, bo = effective_linear(a.o_proj)
             (wg, bg), (wu, bu) = effective_linear(m.gate_proj), effective_linear(m.up_proj)
             wd, bd = effective_linear(m.down_proj)
-            qkv_b = None if bq is None and bk is None and bv is None else torch.cat([
-                b if b is not None else torch.zeros(w.shape[0]) for w, b in ((wq, bq), (wk, bk), (wv, bv))])
-            gu_b = None if bg is None and bu is None else torch.cat([
-                b if b is not None else torch.zeros(w.shape[0]) for w, b in ((wg, bg), (wu, bu))])
+            qkv_b = _fused_bias((wq, bq), (wk, bk), (wv, bv))
+            gu_b = _fused_bias((wg, bg), (wu, bu))
             self.layers.append({
                 "ln1": layer.input_layernorm.weight.detach().to(dev, torch.float32),
                 "ln2": layer.post_attention_layernorm.weight.detach().to(dev, torch.float32),

@@ -162,7 +162,7 @@ class Scheduler:
         hidden = dec.forward(sb.last[:, None], pos[:, None], mask, write, read)
         live = sb.live()
         sb.lens += 1
-        idle = [s for s in range(S) if sb.req[s] < 0]
+        idle = sb.free()
         if idle:  # a free slot's garbage row stays at position 0, never past the cache
             sb.lens[torch.tensor(idle, dtype=torch.long, device=sb.lens.device)] = 0
         idx = torch.tensor(live, dtype=torch.long, device=hidden.device)

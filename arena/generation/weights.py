@@ -26,25 +26,25 @@ def _is_tuner_layer(module) -> bool:
 
 
 @torch.no_grad()
+def _merged(module):
+    """The plain module `module` computes: for a peft tuner layer, the base layer of a merged copy."""
+    if not _is_tuner_layer(module):
+        return module
+    merged = copy.deepcopy(module)
+    if merged.active_adapters and not merged.merged:
+        merged.merge(safe_merge=False)
+    return merged.get_base_layer()
+
+
 def effective_linear(module) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(weight [out, in], bias [out] or None) that `module` applies, adapters merged in."""
-    if _is_tuner_layer(module):
-        merged = copy.deepcopy(module)
-        if merged.active_adapters and not merged.merged:
-            merged.merge(safe_merge=False)
-        base = merged.get_base_layer()
-        return base.weight.detach(), (base.bias.detach() if base.bias is not None else None)
-    return module.weight.detach(), (module.bias.detach() if getattr(module, "bias", None) is not None else None)
+    base = _merged(module)
+    bias = getattr(base, "bias", None)
+    return base.weight.detach(), (bias.detach() if bias is not None else None)
 
 
-@torch.no_grad()
 def effective_embedding(module) -> torch.Tensor:
-    if _is_tuner_layer(module):
-        merged = copy.deepcopy(module)
-        if merged.active_adapters and not merged.merged:
-            merged.merge(safe_merge=False)
-        return merged.get_base_layer().weight.detach()
-    return module.weight.detach()
+    return _merged(module).weight.detach()
 
 
 def base_transformer(model):
