@@ -54,6 +54,9 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16-autocast", "bf16"] = "auto"
     seed: int = 0
     save_every: int = 0  # checkpoint every N steps (0: only the final weights)
+    # how many of those checkpoints stay on disk (0: all). Resume needs only the last; the
+    # incomplete-learning analysis (`arena ilp`, causes IV and V) reads every kept one.
+    keep_checkpoints: int = 2
     log_every: int = 1
     eval_every: int = 0  # run the in-training probe every N steps, logged to train_log.jsonl (0: off)
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
@@ -80,7 +83,7 @@ class TrainConfig:
         for name in ("steps", "batch_size", "grad_accum", "seq_len", "log_every"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"train.{name}", getattr(self, name), "must be a positive integer")
-        for name in ("warmup_steps", "save_every", "threads", "eval_every"):
+        for name in ("warmup_steps", "save_every", "keep_checkpoints", "threads", "eval_every"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name}", getattr(self, name), "must be >= 0")
         if self.lr is not None and not (self.lr > 0):

@@ -30,9 +30,9 @@ LOCK = ".record.lock"
 # differs only in these is the same run (resume), and sweep run ids leave them out. cast_cache and
 # fused_rope are bit-identical by construction (docs/training.md); fused_rmsnorm keeps every forward
 # value and moves the norm's gradient only at fp32 rounding (1e-7 relative, far below bf16 noise);
-# eval_every only logs probes.
-RESULT_NEUTRAL_TRAIN_KEYS = ("progress", "log_every", "save_every", "threads", "eval_every", "cast_cache",
-                             "fused_rope", "fused_rmsnorm")
+# eval_every only logs probes; save_every and keep_checkpoints only decide what is kept on disk.
+RESULT_NEUTRAL_TRAIN_KEYS = ("progress", "log_every", "save_every", "keep_checkpoints", "threads", "eval_every",
+                             "cast_cache", "fused_rope", "fused_rmsnorm")
 
 
 def weights_path(run_dir: str | Path) -> Path:

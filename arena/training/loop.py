@@ -175,7 +175,8 @@ def _train(ctx: TrainContext, objective: Objective, method, out_dir: Path | None
                 progress.set_postfix(loss=f"{loss_value:.4f}", tok_s=f"{step_real / dt:.0f}")
                 progress.update(1)
             if ckpt_dir is not None and cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
-                save_checkpoint(ckpt_dir, step + 1, method.trainable_state_dict(model), opt, {"loss": loss_value})
+                save_checkpoint(ckpt_dir, step + 1, method.trainable_state_dict(model), opt, {"loss": loss_value},
+                                keep=cfg.keep_checkpoints)
     finally:
         if log_file:
             log_file.close()
