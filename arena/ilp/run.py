@@ -178,8 +178,8 @@ def ilp_run(run_dir, settings: IlpSettings, device: str = "auto", log=print, wri
                          "into multiple choice" + ("" if reward_fn else ", and the target has no verifier"))
 
     # The data order the run trained in (cause IV): the SFT objective re-prepared on the run's config.
-    tok_model, tok = _start_model(cfg, "cpu")
-    ctx = TrainContext(model=tok_model, tokenizer=tok, target=target, train=cfg.train, device=torch.device("cpu"),
+    base, tok = _start_model(cfg, dev)  # also the "base" of causes I and II, scored below
+    ctx = TrainContext(model=base, tokenizer=tok, target=target, train=cfg.train, device=torch.device("cpu"),
                        precision="fp32", seed=cfg.train.seed)
     objective.prepare(ctx)
     first, order_missing = evidence.first_seen(objective, ctx)
@@ -242,7 +242,6 @@ def ilp_run(run_dir, settings: IlpSettings, device: str = "auto", log=print, wri
         row["fraction"] = round(row["k"] / row["n"], 6)
 
     # the starting model
-    base, _ = _start_model(cfg, dev)
     with torch.no_grad():
         base_ll = mc.score_items(base, tok, items, dev, precision, s.batch_size)
     del base
