@@ -4,6 +4,9 @@ It owns what must be identical for every method and objective of a sweep: data o
 objective, seeded), token budget (steps × batch × seq_len), AdamW with warm-up + schedule,
 gradient accumulation normalised by the step's loss tokens, clipping, bf16 autocast over fp32
 master weights, NaN/inf detection, jsonl logging, checkpointing and resume.
+After each optimizer step the objective's `after_step` may log keys and end training early
+(`"stop": True`); its `state_dict()` rides in every checkpoint's state.json and is restored on
+resume, so decisions taken during training (SFT's resampling, progressive epochs) replay exactly.
 """
 
 from __future__ import annotations
