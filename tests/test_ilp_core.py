@@ -217,6 +217,8 @@ def test_arena_ilp_end_to_end(arith_run, tmp_path, capsys):
     traj = rows[0]["evidence"]["checkpoints"]
     assert [p["step"] for p in traj] == [3, 6, 9]  # the kept checkpoints, then the final weights
     assert summary["mitigation"] is None
+    # only samples the run trained on are re-tested; IV reads when each was first seen
+    assert all(1 <= r["evidence"]["first_seen"] <= 9 for r in rows) and summary["causes"]["IV"]["tested"]
     # same run, same settings -> the same answers (seeded sampling and MC trials); --no-write writes nothing
     again = tmp_path / "again"
     shutil.copytree(run, again)

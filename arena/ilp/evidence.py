@@ -75,10 +75,11 @@ def similar_prompts(tested, all_examples, tested_idx: list[int], similarity: flo
     return neighbours, conflicts
 
 
-def first_seen(objective, ctx) -> tuple[list[int | None] | None, str | None]:
+def first_seen(objective, ctx, until: int | None = None) -> tuple[list[int | None] | None, str | None]:
     """Per training example, the first optimizer step that trained on it (None: never), from the SFT
-    objective's planned row stream; (None, why) when the objective cannot say."""
+    objective's planned row stream up to step `until` (a progressive run that stopped early);
+    (None, why) when the objective cannot say."""
     if not hasattr(objective, "seen_steps"):
         return None, "the sft objective does not expose its data order (seen_steps)"
-    seen = objective.seen_steps(ctx)
+    seen = objective.seen_steps(ctx, until=until)
     return [min(s) if s else None for s in seen], None

@@ -182,7 +182,11 @@ def ilp_run(run_dir, settings: IlpSettings, device: str = "auto", log=print, wri
     ctx = TrainContext(model=base, tokenizer=tok, target=target, train=cfg.train, device=torch.device("cpu"),
                        precision="fp32", seed=cfg.train.seed)
     objective.prepare(ctx)
-    first, order_missing = evidence.first_seen(objective, ctx)
+    from arena.records import read_record
+
+    trained = (read_record(run_dir) or {}).get("train") or {}
+    steps_run = int(trained.get("stopped_early_at") or trained.get("steps") or cfg.train.steps)
+    first, order_missing = evidence.first_seen(objective, ctx, until=steps_run)
     if order_missing and "IV" in asked and "IV" not in missing:
         if s.causes != ["auto"]:
             raise ArenaError(f"ilp.causes: cause IV needs the run's data order: {order_missing}")
@@ -272,13 +276,13 @@ def ilp_run(run_dir, settings: IlpSettings, device: str = "auto", log=print, wri
             "neighbours": [[j, round(float(sim), 4)] for j, sim in neighbours[i][:5]],
             "learned_neighbours": [j for j, _ in neighbours[i] if not unlearned[j]][:5],
             "conflicts": conflicts[i][:5],
-            "steps": cfg.train.steps,
+            "steps": steps_run,
             "first_seen": None if first is None else first[idx[i]],
             "reversed_pass": control_pass["reversed"][i] if "reversed" in control_pass else None,
             "longer_pass": control_pass["longer"][i] if "longer" in control_pass else None,
             "checkpoints": None if traj is None else
             [{"step": c["step"], "mc_pass": c["mc_pass"][i], "nll": c["nll"][i]} for c in traj]
-            + [{"step": cfg.train.steps, "mc_pass": tuned_mc[i], "nll": tuned_nll[i]}],
+            + [{"step": steps_run, "mc_pass": tuned_mc[i], "nll": tuned_nll[i]}],
         }
         if first is None:
             ev.pop("first_seen")
