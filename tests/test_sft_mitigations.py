@@ -54,6 +54,8 @@ def test_tfidf_cosines_of_hand_made_texts():
     t = prompt_similarity(["What is 3 + 4?"], ["What is 3 + 5?", "What is 3 + 4?", "nothing shared"])
     assert t.shape == (1, 3)
     assert 0 < t[0, 0] < 1 and t[0, 1] == pytest.approx(1.0) and t[0, 2] == 0
+    # operators are tokens: a sum and a difference of the same operands are not near-duplicates
+    assert prompt_similarity(["What is 12 + 5?"], ["What is 12 - 5?"])[0, 0] < 0.9
 
 
 def test_near_duplicates_chunked_equals_dense(monkeypatch):

@@ -1,8 +1,10 @@
 """Prompt similarity for the incomplete-learning analysis and SFT bucketing: sparse TF-IDF cosines.
 
 Texts become TF-IDF vectors over word unigrams and bigrams; a "word" is any run of word characters
-(`\\b\\w+\\b`), so a single digit or letter counts: "3 + 4" and "3 + 5" differ, which is exactly
-what separates conflicting arithmetic prompts. With sublinear tf and l2-normalised rows,
+(`\\b\\w+\\b`) or any single other non-space character, so a single digit, letter or operator
+counts: "3 + 4" and "3 + 5" differ, and so do "12 + 5" and "12 - 5" (with words only, those two are
+the same text and every arithmetic pair a, b would look like a conflict). With sublinear tf and
+l2-normalised rows,
 
     w(t, d) = (1 + ln tf(t, d)) · idf(t),   idf(t) = ln((1 + n) / (1 + df(t))) + 1,
     cos(a, b) = Σ_t w(t, a) w(t, b) / (‖w(·, a)‖ ‖w(·, b)‖),
@@ -22,7 +24,7 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-TOKEN_PATTERN = r"(?u)\b\w+\b"
+TOKEN_PATTERN = r"(?u)\b\w+\b|[^\w\s]"
 CHUNK = 512  # rows of the left operand per sparse product: bounds memory at CHUNK × n
 
 

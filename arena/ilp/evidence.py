@@ -57,9 +57,9 @@ def similar_prompts(tested, all_examples, tested_idx: list[int], similarity: flo
 
     prompts = [e.prompt for e in tested]
     neighbours: list[list[tuple[int, float]]] = [[] for _ in tested]
-    for i, j, sim in near_duplicates(prompts, similarity):
-        if i != j:
-            neighbours[i].append((j, sim))
+    for i, j, sim in near_duplicates(prompts, similarity):  # pairs i < j: each is a neighbour of the other
+        neighbours[i].append((j, sim))
+        neighbours[j].append((i, sim))
     conflicts: list[list[dict]] = [[] for _ in tested]
     pairs = near_duplicates(prompts, conflict_similarity, others=[e.prompt for e in all_examples])
     for i, j, sim in pairs:
