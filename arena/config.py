@@ -37,6 +37,17 @@ class ModelConfig:
     name: str = "smollm2-135m-instruct"  # catalog name, HF hub id, or local folder
     revision: Optional[str] = None
     trust_remote_code: bool = False
+    # A finished run folder trained from the same `name`: this run starts from its final (merged)
+    # weights instead of the plain model ("CPT then SFT"). Stored absolute, so the saved config
+    # rebuilds the model from any working directory; checked when the model is loaded
+    # (arena/runs.py), before a run writes anything.
+    init_from: Optional[str] = None
+
+    def __post_init__(self):
+        if self.init_from is not None:
+            if not str(self.init_from).strip():
+                raise ConfigError("model.init_from", self.init_from, "a finished run folder, or null")
+            self.init_from = str(Path(self.init_from).expanduser().resolve())
 
 
 @dataclass
