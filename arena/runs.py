@@ -5,7 +5,8 @@ A run folder is what `run_training` writes: `config.yaml` (the resolved RunConfi
 training (evaluation, diagnostics, interpolation, a teacher loaded from a run) reads a run through
 these functions, so "is this a run", "which config trained it" and "rebuild its model" are written
 once. A run may start from another run's final model (`model.init_from`): the start model is built
-here too (`load_start_model`), so every reload of a run starts where its training did. Errors name the folder, never a CLI flag: the same message reads right from a sweep.
+here too (`load_start_model`), so every reload of a run starts where its training did. Errors
+name the folder, never a CLI flag: the same message reads right from a sweep.
 """
 
 from __future__ import annotations
