@@ -49,6 +49,14 @@ class ModelConfig:
                 raise ConfigError("model.init_from", self.init_from, "a finished run folder, or null")
             self.init_from = str(Path(self.init_from).expanduser().resolve())
 
+    def to_dict(self) -> dict:
+        """The fields, with init_from only when set: a run without one serialises as before the
+        field existed, so earlier run folders still resume and sweep run ids stay the same."""
+        d = to_dict(self)
+        if d["init_from"] is None:
+            del d["init_from"]
+        return d
+
 
 @dataclass
 class TrainConfig:
@@ -147,7 +155,7 @@ class RunConfig:
 
     def to_dict(self) -> dict:
         return {
-            "model": to_dict(self.model),
+            "model": self.model.to_dict(),
             "method": self.method.to_dict(),
             "target": self.target.to_dict(),
             "objective": self.objective.to_dict(),

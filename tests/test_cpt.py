@@ -106,7 +106,7 @@ def test_packing_labels_every_token_but_each_chunks_first():
 
     # lengths 3, 2, 5 into rows of 8: [6..10] + [1, 2, 3] fill one row (inside a row in document order)
     data, _ = pack_documents([[1, 2, 3], [4, 5], [6, 7, 8, 9, 10]], seq_len=8, pad_id=0, seed=0)
-    row = [r for r in range(data.rows) if int(data.n_real[r]) == 8][0]
+    row = next(r for r in range(data.rows) if int(data.n_real[r]) == 8)
     assert data.input_ids[row].tolist() == [1, 2, 3, 6, 7, 8, 9, 10]
     assert data.position_ids[row].tolist() == [0, 1, 2, 0, 1, 2, 3, 4]
     assert data.labels[row].tolist() == [-100, 2, 3, -100, 7, 8, 9, 10]
@@ -192,7 +192,7 @@ def test_general_base_samples(tiny_run_config, docs, tokenizer):
     g = obj.data.input_ids[obj.n_domain_rows:]
     start = tokenizer.eos_token_id  # the tiny tokenizer has no BOS
     assert (g[:, 0] == start).all()  # rows begin with a sampled document's start token
-    ctx2, _, obj2 = prepared_context(cpt_config(tiny_run_config, docs, *sets))
+    _, _, obj2 = prepared_context(cpt_config(tiny_run_config, docs, *sets))
     assert torch.equal(obj.data.input_ids, obj2.data.input_ids)
     rec = run_training(cpt_config(tiny_run_config, docs, *sets, train__steps=2), **QUIET)
     assert rec["status"] == "done" and rec["data"]["general"] == "base-samples"
@@ -246,21 +246,41 @@ def test_sft_from_init_from_starts_at_the_cpt_weights(tiny_run_config, cpt_run, 
     assert rec3["model"]["init_chain"] == [str(out.resolve()), str(cpt_run.resolve())]
 
 
+def _fake_run(src: Path, dst: Path, **model_fields) -> Path:
+    """A copy of run `src` (config + final weights) with its config's model fields changed."""
+    (dst / "final").mkdir(parents=True)
+    (dst / "final" / "trainable.safetensors").write_bytes((src / "final" / "trainable.safetensors").read_bytes())
+    raw = yaml.safe_load((src / "config.yaml").read_text())
+    raw["model"].update(model_fields)
+    (dst / "config.yaml").write_text(yaml.safe_dump(raw))
+    return dst
+
+
 def test_init_from_needs_a_run_of_the_same_model(tiny_run_config, cpt_run, tmp_path):
     with pytest.raises(ConfigError) as e:
         load_start_model(tiny_run_config(model__init_from=str(tmp_path)))
     assert e.value.field == "model.init_from" and "config.yaml" in str(e.value)
-    other = tmp_path / "other"
-    other.mkdir()
-    (other / "final").mkdir()
-    (other / "final" / "trainable.safetensors").write_bytes((cpt_run / "final" / "trainable.safetensors").read_bytes())
-    raw = yaml.safe_load((cpt_run / "config.yaml").read_text())
-    raw["model"]["name"] = "smollm2-135m-instruct"
-    (other / "config.yaml").write_text(yaml.safe_dump(raw))
+    other = _fake_run(cpt_run, tmp_path / "other", name="smollm2-135m-instruct")
     with pytest.raises(ConfigError) as e:
         load_start_model(tiny_run_config(model__init_from=str(other)))
     assert e.value.field == "model.init_from" and "was trained from model 'smollm2-135m-instruct'" in str(e.value)
     assert "this run uses 'tiny'" in str(e.value)
+    # a hand-edited chain that loops is refused before anything loads
+    a, b = tmp_path / "a", tmp_path / "b"
+    _fake_run(cpt_run, a, init_from=str(b))
+    _fake_run(cpt_run, b, init_from=str(a))
+    with pytest.raises(ConfigError, match="loops back"):
+        load_start_model(tiny_run_config(model__init_from=str(a)))
+
+
+def test_init_from_is_serialised_only_when_set(tiny_run_config, tmp_path):
+    # earlier run folders (and sweep run ids) have no model.init_from: a run without one must not
+    # gain the key, or their configs would no longer match and resume would refuse them
+    assert "init_from" not in tiny_run_config().to_dict()["model"]
+    cfg = tiny_run_config(model__init_from="some/run")
+    assert cfg.to_dict()["model"]["init_from"] == str((Path.cwd() / "some" / "run").resolve())
+    with pytest.raises(ConfigError, match="model.init_from"):
+        tiny_run_config('model.init_from=""')
 
 
 # -- bad input ----------------------------------------------------------------------------------------
@@ -308,13 +328,7 @@ def _cli(capsys, out_dir: Path, *sets: str) -> tuple[int, str]:
 def test_cli_exits_2_and_writes_nothing(case, capsys, tmp_path, docs, request):
     other = tmp_path / "other"
     if case == "init_other_model":
-        cpt_run = request.getfixturevalue("cpt_run")
-        other.mkdir()
-        (other / "final").mkdir()
-        (other / "final" / "trainable.safetensors").write_bytes((cpt_run / "final" / "trainable.safetensors").read_bytes())
-        raw = yaml.safe_load((cpt_run / "config.yaml").read_text())
-        raw["model"]["name"] = "smollm2-135m-instruct"
-        (other / "config.yaml").write_text(yaml.safe_dump(raw))
+        _fake_run(request.getfixturevalue("cpt_run"), other, name="smollm2-135m-instruct")
     sets, needle = {
         "missing_file": (["objective.name=cpt", f"objective.documents={tmp_path / 'none.txt'}", "objective.mix=1"],
                          "objective.documents"),

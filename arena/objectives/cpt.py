@@ -166,9 +166,8 @@ def stream_rows(seed: int, start: int, n: int, mix: Fraction, n_domain: int, n_g
 def _concat(a: PackedData, b: Optional[PackedData]) -> PackedData:
     if b is None:
         return a
-    cat = lambda x, y: torch.cat([x, y])  # noqa: E731
-    return PackedData(cat(a.input_ids, b.input_ids), cat(a.labels, b.labels), cat(a.position_ids, b.position_ids),
-                      cat(a.n_real, b.n_real), cat(a.n_label, b.n_label), a.n_examples + b.n_examples, 0)
+    parts = [torch.cat([getattr(a, k), getattr(b, k)]) for k in ("input_ids", "labels", "position_ids", "n_real", "n_label")]
+    return PackedData(*parts, a.n_examples + b.n_examples, 0)
 
 
 # -- general text sampled from the starting model ------------------------------------------------
