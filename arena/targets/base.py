@@ -75,6 +75,11 @@ class Target:
     def eval_tasks(self) -> list[str]:
         return []
 
+    def cpt_documents(self) -> list[str]:
+        """Raw-text documents of the target's domain, for `objective.documents: target` (the cpt
+        objective, arena/objectives/cpt.py). A target with a corpus overrides this."""
+        raise ConfigError("objective.documents", "target", f"target {self.name} has no raw-text corpus; give a file")
+
     def describe(self) -> dict:
         return {"name": self.name, "description": self.description}
 
