@@ -109,15 +109,10 @@ def _load(run_dir, device):
 
 
 def _start_model(cfg, device):
-    """The weights the run started from: the base model, or the init_from run (CPT then SFT)."""
-    from arena import runs
+    """The weights the run started from: the base model, or its init_from run (CPT then SFT)."""
+    from arena.runs import load_start_model
 
-    if hasattr(runs, "load_start_model"):
-        model, tok = runs.load_start_model(cfg, device)
-    else:
-        from arena.models.loader import load_model
-
-        model, tok, _ = load_model(cfg.model.name, cfg.model.revision, cfg.model.trust_remote_code)
+    model, tok = load_start_model(cfg, device)
     return model.to(device).eval(), tok
 
 
