@@ -51,6 +51,9 @@ class Target:
     default_reward: ClassVar[Optional[str]] = None  # reward for `objective.reward: auto` (None: none)
     answer_format: ClassVar[str] = "number"  # how a greedy reply's final answer is read
     conversions: ClassVar[dict] = {}  # conversion name -> Conversion
+    # how `arena ilp` re-tests its training samples: "verify" (pass@N of sampled replies, the reward)
+    # where replies are short and checkable; "mc" (multiple choice by log-likelihood, no generation)
+    ilp_probe: ClassVar[str] = "mc"
 
     @dataclass
     class Options:
