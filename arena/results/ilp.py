@@ -131,8 +131,8 @@ def run_groups(runs: pd.DataFrame) -> pd.DataFrame:
 
 def group_name(row) -> str:
     """A run group's short name: label, with the mitigation when there is one (lora · bucketing)."""
-    m = row["mitigation"]
-    return str(row["label"]) + ("" if m == BASELINE else f" · {m}")
+    m, label = row["mitigation"], str(row["label"])
+    return label if m == BASELINE or str(m) in label else f"{label} · {m}"
 
 
 def cause_table(res: Results, runs: Optional[pd.DataFrame] = None) -> pd.DataFrame:
