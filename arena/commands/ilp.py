@@ -43,7 +43,7 @@ def add_parser(sub) -> None:
                        help=f"(default {f.default})")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or mps")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    p.add_argument("--no-write", action="store_true", help="print only; write no ilp/ files and leave record.json")
+    p.add_argument("--no-write", action="store_true", help="print only: write no ilp/ files, train no control run (reuse one already trained), leave record.json")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run)
 

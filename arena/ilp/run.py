@@ -40,7 +40,7 @@ def sample_key(ex) -> str:
     return hashlib.sha1(f"{ex.prompt}\x00{ex.response}".encode()).hexdigest()
 
 
-def tested_subset(examples, keys: list[str], n: int | None, seed: int, eligible: list[bool]) -> list[int]:
+def pick_tested(examples, keys: list[str], n: int | None, seed: int, eligible: list[bool]) -> list[int]:
     """Indices of the tested samples: the first n by a seeded hash of their key, so the subset does not
     depend on the run's data order (every seed and mitigation run re-tests the same samples)."""
     seen, idx = set(), []
@@ -178,8 +178,8 @@ def ilp_run(run_dir, settings: IlpSettings, device: str = "auto", log=print, wri
                          "into multiple choice" + ("" if reward_fn else ", and the target has no verifier"))
 
     # The data order the run trained in (cause IV): the SFT objective re-prepared on the run's config.
-    tok_model, tok = _start_model(cfg, "cpu")
-    ctx = TrainContext(model=tok_model, tokenizer=tok, target=target, train=cfg.train, device=torch.device("cpu"),
+    base, tok = _start_model(cfg, dev)  # also the "base" of causes I and II, scored below
+    ctx = TrainContext(model=base, tokenizer=tok, target=target, train=cfg.train, device=torch.device("cpu"),
                        precision="fp32", seed=cfg.train.seed)
     objective.prepare(ctx)
     first, order_missing = evidence.first_seen(objective, ctx)
@@ -188,7 +188,7 @@ def ilp_run(run_dir, settings: IlpSettings, device: str = "auto", log=print, wri
             raise ArenaError(f"ilp.causes: cause IV needs the run's data order: {order_missing}")
         missing["IV"] = order_missing
     eligible = [True] * len(examples) if first is None else [f is not None for f in first]
-    idx = tested_subset(examples, keys, s.samples, s.seed, eligible)
+    idx = pick_tested(examples, keys, s.samples, s.seed, eligible)
     tested = [examples[i] for i in idx]
     items = mc.build_items(tested, pools, s.candidates, s.options, s.n, s.seed, [keys[i] for i in idx])
 
@@ -200,8 +200,14 @@ def ilp_run(run_dir, settings: IlpSettings, device: str = "auto", log=print, wri
               or (c == "reversed" and "IV" in asked and "IV" not in missing)]
     if "reversed" in wanted and not hasattr(cfg.objective.options, "reverse"):
         wanted.remove("reversed")
+    from arena.runs import is_run_folder
+
     for name in wanted:
         ccfg = _control_config(cfg, run_dir, name, s.longer_factor)
+        if not write:  # write=False writes nothing: only a control trained earlier is used
+            if is_run_folder(ccfg.out):
+                control_runs[name] = Path(ccfg.out)
+            continue
         log(f"ilp: control run '{name}' -> {ccfg.out}")
         rec = run_training(ccfg, log=log)
         rec.pop("_model", None)
@@ -236,7 +242,6 @@ def ilp_run(run_dir, settings: IlpSettings, device: str = "auto", log=print, wri
         row["fraction"] = round(row["k"] / row["n"], 6)
 
     # the starting model
-    base, _ = _start_model(cfg, dev)
     with torch.no_grad():
         base_ll = mc.score_items(base, tok, items, dev, precision, s.batch_size)
     del base
