@@ -291,3 +291,28 @@ def test_ilp_stage_runs_after_training_and_resumes_stage_only(tmp_path, monkeypa
     rec = json.loads((out / spec.run_id / "record.json").read_text())
     assert rec["sweep"]["stages"]["ilp"] == {**rec["sweep"]["stages"]["ilp"], "status": "skipped",
                                              "reason": "SFT runs only (test)"}
+
+
+def test_ilp_stage_with_the_real_ilp_run(tmp_path):
+    """Tiny SFT runs through the worker with the real arena.ilp, a baseline and a bucketing
+    mitigation: record["ilp"] and the samples files are written, the stage is recorded done, and the
+    results layer pairs the mitigation with its baseline on the same tested samples."""
+    from arena.results.ilp import ilp_runs, mitigation_effects, read_samples
+    from arena.results.load import load_results
+    from runners.worker import run as run_worker
+
+    cfg, runs, out = _spec_and_out(
+        tmp_path, methods=[{"name": "lora", "lr": 1e-2}], objectives=["sft", {"name": "sft", "bucketing": "conflicts"}],
+        train={**TINY["train"], "save_every": 1, "keep_checkpoints": 0},
+        ilp={"enabled": True, "samples": 6, "n": 2, "controls": [], "batch_size": 8, "max_new_tokens": 4})
+    assert len(runs) == 2
+    for spec in runs:
+        assert run_worker(out, spec.run_id) == 0
+        rec = json.loads((out / spec.run_id / "record.json").read_text())
+        assert rec["sweep"]["stages"]["ilp"]["status"] == "done" and rec["ilp"]["unlearned"]["n"] == 6
+    res = load_results(out)
+    rows = ilp_runs(res).set_index("mitigation")
+    assert sorted(rows.index) == ["bucketing", "none"] and all(len(read_samples(res, k)) == 6 for k in rows["key"])
+    (eff,) = mitigation_effects(res).to_dict("records")
+    assert eff["n"] == 6 and eff["pairs"] == 1 and eff["note"] is None
+    assert eff["effect"] == pytest.approx(rows.loc["bucketing", "fraction"] - rows.loc["none", "fraction"])  # same 6
