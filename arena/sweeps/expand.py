@@ -4,7 +4,7 @@ Run ids are `<label>-<target>-<objective>-s<seed>-<hash8>`, where hash8 is the s
 run config without presentation-only fields (output folder, data folder location, progress bars,
 log/save cadence, thread count: `arena.runs.RESULT_NEUTRAL_TRAIN_KEYS`). The same config always maps
 to the same id, so a re-run finds its runs; any change that alters training gives a new id.
-Evaluation/diagnostics/interpolation settings are not in the id: changing them re-scores the
+Evaluation/diagnostics/interpolation/ilp settings are not in the id: changing them re-scores the
 trained runs instead of retraining them (`stage_fingerprint` tells a worker which stages to redo).
 """
 
