@@ -37,6 +37,25 @@ class ModelConfig:
     name: str = "smollm2-135m-instruct"  # catalog name, HF hub id, or local folder
     revision: Optional[str] = None
     trust_remote_code: bool = False
+    # A finished run folder trained from the same `name`: this run starts from its final (merged)
+    # weights instead of the plain model ("CPT then SFT"). Stored absolute, so the saved config
+    # rebuilds the model from any working directory; checked when the model is loaded
+    # (arena/runs.py), before a run writes anything.
+    init_from: Optional[str] = None
+
+    def __post_init__(self):
+        if self.init_from is not None:
+            if not str(self.init_from).strip():
+                raise ConfigError("model.init_from", self.init_from, "a finished run folder, or null")
+            self.init_from = str(Path(self.init_from).expanduser().resolve())
+
+    def to_dict(self) -> dict:
+        """The fields, with init_from only when set: a run without one serialises as before the
+        field existed, so earlier run folders still resume and sweep run ids stay the same."""
+        d = to_dict(self)
+        if d["init_from"] is None:
+            del d["init_from"]
+        return d
 
 
 @dataclass
@@ -136,7 +155,7 @@ class RunConfig:
 
     def to_dict(self) -> dict:
         return {
-            "model": to_dict(self.model),
+            "model": self.model.to_dict(),
             "method": self.method.to_dict(),
             "target": self.target.to_dict(),
             "objective": self.objective.to_dict(),

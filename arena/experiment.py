@@ -130,8 +130,10 @@ def run_training(cfg: RunConfig, log: Callable[[str], None] = print) -> dict:
         objective=cfg.objective.name, target=cfg.target.name, device=str(device), precision=precision,
         environment=environment(), data=data_stats, probes={"base": base_probes})
     try:
+        items = (f"{data_stats['documents']} documents" if "examples" not in data_stats and "documents" in data_stats
+                 else f"{data_stats.get('examples', '?')} examples")
         log(f"{method.name}: {trainable:,} trainable / {total:,} params; lr {lr:g}; {precision} on {device}; "
-            f"{data_stats.get('examples', '?')} examples -> {data_stats.get('rows', '?')} rows"
+            f"{items} -> {data_stats.get('rows', '?')} rows"
             + (f" ({data_stats['layout']})" if "layout" in data_stats else ""))
         result = loop.train(ctx, objective, method, out, lr)
         record.train = {k: v for k, v in asdict(result).items() if k != "history"}

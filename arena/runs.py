@@ -4,7 +4,9 @@ A run folder is what `run_training` writes: `config.yaml` (the resolved RunConfi
 (the trainable weights) and `record.json` (the run record, `arena.records`). Every stage after
 training (evaluation, diagnostics, interpolation, a teacher loaded from a run) reads a run through
 these functions, so "is this a run", "which config trained it" and "rebuild its model" are written
-once. Errors name the folder, never a CLI flag: the same message reads right from a sweep.
+once. A run may start from another run's final model (`model.init_from`): the start model is built
+here too (`load_start_model`), so every reload of a run starts where its training did. Errors
+name the folder, never a CLI flag: the same message reads right from a sweep.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import yaml
 
 from arena.components import build_components
 from arena.config import run_config_from_dict
-from arena.errors import ArenaError
+from arena.errors import ArenaError, ConfigError
 from arena.models.loader import load_model
 from arena.records import read_record, write_record
 
@@ -66,11 +68,63 @@ def read_run_config(run_dir: str | Path):
     return run_config_from_dict(yaml.safe_load((run_dir / CONFIG).read_text()))
 
 
+def check_init_from(cfg) -> list[Path]:
+    """The chain of run folders cfg.model.init_from leads through (nearest first; [] without one).
+
+    Every link must be a finished run trained from the same model.name (ConfigError naming
+    model.init_from otherwise), and the chain must not loop. Reads configs only: cheap, and run
+    before any weights load or anything is written.
+    """
+    chain: list[Path] = []
+    link, name = cfg.model.init_from, cfg.model.name
+    while link is not None:
+        try:
+            folder = check_run_folder(link).resolve()
+        except ArenaError as e:
+            raise ConfigError("model.init_from", link, f"must be a finished run folder ({e})") from None
+        if folder in chain:
+            raise ConfigError("model.init_from", link, f"the init_from chain loops back to {folder}")
+        init_cfg = read_run_config(folder)
+        if init_cfg.model.name != name:
+            raise ConfigError("model.init_from", link,
+                              f"was trained from model {init_cfg.model.name!r}, this run uses {name!r}")
+        chain.append(folder)
+        link = init_cfg.model.init_from
+    return chain
+
+
+def _start_model(cfg):
+    """(model, tokenizer, ModelInfo) on the CPU: model.name, with model.init_from's merged final
+    weights copied in when set (load_run_model recurses through a chain of init_from runs)."""
+    chain = check_init_from(cfg)
+    model, tok, info = load_model(cfg.model.name, cfg.model.revision, cfg.model.trust_remote_code)
+    if chain:
+        start, _, _ = load_run_model(chain[0], merged=True)
+        try:
+            model.load_state_dict(start.state_dict(), strict=True)
+        except RuntimeError as e:  # same model name, different architecture: a changed local folder
+            raise ConfigError("model.init_from", str(chain[0]),
+                              f"its merged weights do not fit {cfg.model.name!r}: {str(e).splitlines()[0]}") from None
+        del start
+        info.extra["init_from"] = str(chain[0])
+        if len(chain) > 1:
+            info.extra["init_chain"] = [str(p) for p in chain]
+    return model, tok, info
+
+
+def load_start_model(cfg, device="cpu"):
+    """(model, tokenizer): the unwrapped weights a run started from — model.name with
+    model.init_from applied (the plain model without one); `arena ilp`'s "base"."""
+    model, tok, _ = _start_model(cfg)
+    return model.to(device), tok
+
+
 def load_and_wrap(cfg, method, device):
-    """Base model + tokenizer, wrapped by the method with a seeded init (reproducible adapters)."""
+    """Start model (model.name, or init_from's final weights) + tokenizer, wrapped by the method
+    with a seeded init (reproducible adapters)."""
     import torch
 
-    model, tok, info = load_model(cfg.model.name, cfg.model.revision, cfg.model.trust_remote_code)
+    model, tok, info = _start_model(cfg)
     method.check_model(model)
     torch.manual_seed(cfg.train.seed)
     model = method.wrap(model, total_steps=cfg.train.steps)

@@ -156,10 +156,18 @@ def build(cls: type, data: Mapping[str, Any] | None, prefix: str = "") -> Any:
         raise
 
 
+def added_field(default: Any) -> Any:
+    """A dataclass field for an option added after runs exist: `to_dict` leaves it out while it
+    holds its default, so configs written before it existed, their run ids (the hash of the
+    resolved config) and their run folders' config.yaml stay exactly as they were."""
+    return dataclasses.field(default=default, metadata={"omit_default": True})
+
+
 def to_dict(obj: Any) -> Any:
-    """Dataclass -> plain JSON/YAML-serialisable structure."""
+    """Dataclass -> plain JSON/YAML-serialisable structure (`added_field`s at their default left out)."""
     if dataclasses.is_dataclass(obj):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                if not (f.metadata.get("omit_default") and getattr(obj, f.name) == f.default)}
     if isinstance(obj, (list, tuple)):
         return [to_dict(v) for v in obj]
     if isinstance(obj, dict):

@@ -21,6 +21,8 @@ import streamlit as st
 from arena.results import exports, figures
 from arena.results.filters import filter_runs, options
 from arena.results.flatten import DIAG_PREFIX
+from arena.results.ilp import (CAUSE_ORDER, cause_table, examples_table, group_name, ilp_runs, mitigation_effects,
+                               overlap_table, run_groups)
 from arena.results.leaderboard import leaderboard
 from arena.results.load import Results, load_results, train_log
 from arena.results.matched import interpolation_curves, matched_plasticity
@@ -132,6 +134,102 @@ def diagnostics_tab(done: pd.DataFrame, res: Results, scale: str) -> None:
         st.dataframe(module_table(res.records[run]), hide_index=True, key="modules")
 
 
+def _ci_bars(v: pd.Series, lo: pd.Series, hi: pd.Series) -> dict:
+    """Asymmetric plotly error bars from an interval (Wilson / bootstrap intervals are not ± SE)."""
+    return dict(type="data", symmetric=False, array=(hi - v).clip(lower=0).tolist(),
+                arrayminus=(v - lo).clip(lower=0).tolist())
+
+
+def ilp_fraction_figure(groups: pd.DataFrame):
+    import plotly.graph_objects as go
+
+    names = [group_name(r) for _, r in groups.iterrows()]
+    fig = go.Figure(go.Bar(x=names, y=groups["fraction"], error_y=_ci_bars(groups["fraction"], groups["ci_low"],
+                                                                             groups["ci_high"]),
+                           customdata=groups[["k", "n", "seeds"]].values,
+                           hovertemplate="%{x}: %{y:.1%} (%{customdata[0]:.0f} of %{customdata[1]:.0f}, "
+                                         "%{customdata[2]} seed(s))<extra></extra>", name="unlearned"))
+    fig.update_layout(title="Unlearned fraction of the training samples (95% Wilson CI, seeds pooled)",
+                      yaxis_title="unlearned fraction", yaxis_tickformat=".0%", height=380, margin=dict(t=60))
+    return fig
+
+
+def ilp_cause_figure(causes: pd.DataFrame):
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for key, c in causes.groupby(["label", "mitigation"], sort=False):
+        c = c.set_index("cause").reindex(list(CAUSE_ORDER)).reset_index()
+        fig.add_trace(go.Bar(x=c["cause"], y=c["share"], name=group_name(c.iloc[0]),
+                             error_y=_ci_bars(c["share"].fillna(0), c["ci_low"].fillna(0), c["ci_high"].fillna(0)),
+                             hovertext=c["name"]))
+    fig.update_layout(title="Cause shares among the unlearned samples (95% Wilson CI; a sample may have several)",
+                      barmode="group", yaxis_title="share of unlearned", yaxis_tickformat=".0%", height=400,
+                      margin=dict(t=60))
+    return fig
+
+
+def ilp_effect_figure(effects: pd.DataFrame):
+    import plotly.graph_objects as go
+
+    e = effects[effects["n"] > 0]
+    names = [f"{r['label']} · {r['mitigation']}" for _, r in e.iterrows()]
+    fig = go.Figure(go.Scatter(x=100 * e["effect"], y=names, mode="markers", marker=dict(size=11),
+                               error_x=_ci_bars(100 * e["effect"], 100 * e["ci_low"], 100 * e["ci_high"]),
+                               customdata=e[["n", "pairs"]].values, name="effect",
+                               hovertemplate="%{y}: %{x:+.1f} pp (n = %{customdata[0]}, %{customdata[1]} pair(s))"
+                                             "<extra></extra>"))
+    fig.add_vline(x=0, line_dash="dot", line_color="#888")
+    fig.update_layout(title="Mitigation effect on the unlearned fraction (paired, bootstrap 95% CI)",
+                      xaxis_title="mitigated − baseline unlearned (percentage points; < 0: learned more)",
+                      height=120 + 40 * max(1, len(e)), margin=dict(t=60))
+    return fig
+
+
+def ilp_tab(res: Results, keys: set) -> None:
+    runs = ilp_runs(res)
+    runs = runs[runs["key"].isin(keys)] if len(runs) else runs
+    if not len(runs):
+        st.info("No incomplete-learning results among the selected runs (sweep config: ilp.enabled, SFT runs; "
+                "or `arena ilp --run RUN`).")
+        return
+    groups = run_groups(runs)
+    st.plotly_chart(ilp_fraction_figure(groups), key="ilp_fraction")
+    st.caption("Unlearned: pass@N below the threshold on the run's own training samples (a seeded subset re-tested "
+               "after training). Seeds of a group pooled: k and n summed.")
+    causes = cause_table(res, runs)
+    st.plotly_chart(ilp_cause_figure(causes), key="ilp_causes")
+    untested = causes[(causes["tested_runs"] == 0) & causes["missing"].notna()]
+    for r in untested.drop_duplicates("cause").itertuples():
+        st.caption(f"Cause {r.cause} ({r.name}) not tested: {r.missing}")
+    with st.expander("cause rules and counts"):
+        st.dataframe(causes[["label", "mitigation", "cause", "name", "k", "unlearned", "share", "ci_low", "ci_high",
+                             "tested_runs", "rule", "missing"]], hide_index=True, key="ilp_cause_table")
+        ov = overlap_table(res, runs)
+        if len(ov):
+            st.dataframe(ov, hide_index=True, key="ilp_overlaps")
+    effects = mitigation_effects(res, runs)
+    st.markdown("**Mitigation effects** (each mitigation run against the plain SFT run of the same model, target, "
+                "method config and seed, on the same tested samples)")
+    if len(effects) and (effects["n"] > 0).any():
+        st.plotly_chart(ilp_effect_figure(effects), key="ilp_effects")
+        st.dataframe(effects[["label", "mitigation", "pairs", "n", "baseline", "mitigated", "effect", "ci_low",
+                              "ci_high", "beyond_noise", "d_forgetting", "d_forgetting_se", "d_forgetting_nll",
+                              "d_forgetting_nll_se", "note"]], hide_index=True, key="ilp_effect_table")
+        st.caption("Beyond noise: the bootstrap interval excludes 0. Δ forgetting: mitigated − baseline, where both "
+                   "runs were evaluated.")
+    else:
+        st.info("Not enough runs: no mitigation run with a matching baseline"
+                + (f" ({effects['note'].dropna().iloc[0]})" if len(effects) and effects["note"].notna().any() else "")
+                + ".")
+    ex = examples_table(res, runs)
+    if len(ex):
+        cause = st.selectbox("example unlearned samples of cause", [c for c in CAUSE_ORDER if c in set(ex["cause"])],
+                             key="ilp_example_cause")
+        st.dataframe(ex[ex["cause"] == cause][["group", "run_id", "index", "prompt", "reference", "prediction",
+                                                "causes"]], hide_index=True, key="ilp_examples")
+
+
 def detail_tab(df: pd.DataFrame, res: Results) -> None:
     keys = list(df["key"])
     if not keys:
@@ -197,7 +295,8 @@ def main() -> None:
     n_bad = int((df["state"] != "done").sum())
     if n_bad:
         st.warning(f"{n_bad} run(s) are not finished results (failed, interrupted or incomplete): see Status.")
-    tabs = st.tabs(["Leaderboard", "Pareto", "Interpolation", "Diagnostics", "Run detail", "Status"])
+    tabs = st.tabs(["Leaderboard", "Pareto", "Interpolation", "Diagnostics", "Incomplete learning", "Run detail",
+                    "Status"])
     with tabs[0]:
         leaderboard_tab(lb, scale)
     with tabs[1]:
@@ -207,8 +306,10 @@ def main() -> None:
     with tabs[3]:
         diagnostics_tab(done, res, scale)
     with tabs[4]:
-        detail_tab(df, res)
+        ilp_tab(res, set(done["key"]))
     with tabs[5]:
+        detail_tab(df, res)
+    with tabs[6]:
         status_tab(df, res)
 
 

@@ -2,6 +2,7 @@
 `arena interpolate` + the sweep runner write, for tests and demos of the dashboard and reports.
 
     python -m dashboard.synthetic results/demo --seeds 0 1 2 && arena dashboard --results results/demo
+    python -m dashboard.synthetic results/demo --ilp     # + incomplete-learning sections and a mitigation
 
 The default method profiles follow a CPU pilot (plasticity / general ΔCE of SmolLM2-135M after 40
 steps of SFT on GSM8K); accuracies and diagnostics are made up but consistent with them. Seeded
@@ -130,10 +131,104 @@ def make_record(label: str, seed: int = 0, *, sweep: str = "synthetic", model: s
     return rec
 
 
-def write_run(root: Path, rec: dict, log_steps: int = 10) -> Path:
+# ILP: unlearned rate of a plain SFT run per label (synthetic; less plastic methods leave more unlearned)
+ILP_RATE = {"full": 0.10, "lora": 0.16, "pissa": 0.12, "oft": 0.11, "vera": 0.30}
+ILP_RULES = {"I": "base MC pass@N <= 0.2 and no similar training sample learned",
+             "II": "base confidently wrong (p >= 0.5) and JSD(base, tuned) <= 0.3 bits",
+             "III": "a near-duplicate training prompt (TF-IDF cosine >= 0.9) has another answer",
+             "IV": "seen early, learned at an earlier checkpoint, unlearned at the end",
+             "V": "reference NLL still falling (>= 5%) between the last two checkpoints"}
+
+
+def _u(*parts) -> float:
+    """A deterministic uniform in [0, 1) from its parts (the same sample draws the same in every run)."""
+    return int(hashlib.sha256("/".join(map(str, parts)).encode()).hexdigest()[:12], 16) / 16 ** 12
+
+
+def make_ilp(label: str, seed: int, n: int = 64, rate: Optional[float] = None,
+             mitigation: Optional[str] = None, learn: float = 0.5) -> tuple[dict, list[dict]]:
+    """(record["ilp"], the lines of ilp/samples.jsonl) for a synthetic run, in arena.ilp.run's schema.
+
+    The n tested samples are the same for every run (keys `sample-i`); sample i is unlearned when
+    u(label, seed, i) < rate; a mitigation run relearns each of those with probability `learn`,
+    so its effect against the baseline of the same label and seed is about −learn·rate. Causes:
+    I, II, III and V drawn per sample (a sample may have several: the overlaps); IV not tested.
+    """
+    rate = ILP_RATE.get(label, 0.15) if rate is None else rate
+    rows = []
+    for i in range(n):
+        key = hashlib.sha1(f"sample-{i}".encode()).hexdigest()
+        unl = _u(label, seed, i) < rate and not (mitigation and _u(label, seed, i, "mit") < learn)
+        causes = [c for c, p in (("I", 0.35), ("II", 0.25), ("III", 0.1), ("V", 0.3)) if unl and _u(c, seed, i) < p]
+        rows.append({"index": i, "key": key, "source": "synthetic", "prompt": f"What is {i} + {2 * i + 7}?",
+                     "reference": str(3 * i + 7), "pass": 0.0 if unl else 1.0, "greedy": not unl,
+                     "mc_pass": 0.2 if unl else 0.9, "base_mc_pass": 0.1, "unlearned": unl, "causes": causes,
+                     "evidence": {}})
+    unl = [r for r in rows if r["unlearned"]]
+    k = len(unl)
+
+    def wilson(a: int, b: int):
+        if not b:
+            return None
+        z, p_ = 1.959964, a / b
+        c, h = (p_ + z * z / (2 * b)) / (1 + z * z / b), z * math.sqrt(p_ * (1 - p_) / b + z * z / (4 * b * b)) / (1 + z * z / b)
+        return [round(max(0.0, c - h), 6), round(min(1.0, c + h), 6)]
+
+    def ex(r):
+        return {"index": r["index"], "prompt": r["prompt"], "reference": r["reference"],
+                "prediction": str(int(r["reference"]) + 1), "causes": r["causes"], "evidence": {}}
+
+    causes = {}
+    for c in ("I", "II", "III", "IV", "V"):
+        if c == "IV":
+            causes[c] = {"k": None, "share": None, "ci95": None, "tested": False, "rule": ILP_RULES[c], "examples": [],
+                         "missing": "the run kept no checkpoint from its first half (train.save_every)"}
+            continue
+        hit = [r for r in unl if c in r["causes"]]
+        causes[c] = {"k": len(hit), "share": len(hit) / k if k else None, "ci95": wilson(len(hit), k), "tested": True,
+                     "missing": None, "rule": ILP_RULES[c], "examples": [ex(r) for r in hit[:3]]}
+    none = [r for r in unl if not r["causes"]]
+    causes["unexplained"] = {"k": len(none), "share": len(none) / k if k else None, "ci95": wilson(len(none), k),
+                             "examples": [ex(r) for r in none[:3]]}
+    overlaps: dict = {}
+    for r in unl:
+        if len(r["causes"]) > 1:
+            overlaps["+".join(r["causes"])] = overlaps.get("+".join(r["causes"]), 0) + 1
+    ilp = {"version": 1, "settings": {"samples": n, "seed": 0, "n": 5, "threshold": 0.2}, "probe": "verify",
+           "n_train": 2000, "n_tested": n, "seconds": 12.0,
+           "unlearned": {"k": k, "n": n, "fraction": k / n, "ci95": wilson(k, n), "threshold": 0.2, "pass_n": 5,
+                         "stable_over": [label]},
+           "per_seed": [{"run": label, "k": k, "n": n}], "causes": causes, "overlaps": overlaps,
+           "mitigation": {"names": [mitigation], "options": {f"objective.{mitigation}": "conflicts"}} if mitigation else None,
+           "controls": {}, "files": {"samples": "ilp/samples.jsonl", "summary": "ilp/summary.json"}}
+    return ilp, rows
+
+
+def add_ilp(rec: dict, mitigation: Optional[str] = None, **kw) -> list[dict]:
+    """Give a synthetic record an ilp section (a mitigation run: its own label and run id, the same
+    method config); returns the samples for `write_run(..., samples=...)`."""
+    label, seed = rec["sweep"]["label"], rec["sweep"]["seed"]
+    rec["ilp"], rows = make_ilp(label, seed, mitigation=mitigation, **kw)
+    if mitigation:
+        lab = f"{label}-{mitigation}"
+        rec["run_id"] = rec["run_id"].replace(f"{label}-", f"{lab}-", 1)
+        rec["sweep"].update(label=lab, run_id=rec["run_id"])
+        rec["config"]["objective"] = {"name": "sft", mitigation: "conflicts"}
+        rec["sweep"]["stages"]["ilp"] = {"status": "done", "fingerprint": "x", "seconds": 12.0}
+        cmp = rec["eval"]["compare"]  # the mitigation costs a little more forgetting (synthetic)
+        cmp["forgetting"]["value"] += 0.004
+        cmp["proxies"]["general_nll"]["delta"] += 0.01
+        cmp["proxies"]["general_nll"]["tuned"] += 0.01
+    return rows
+
+
+def write_run(root: Path, rec: dict, log_steps: int = 10, samples: Optional[list] = None) -> Path:
     d = Path(root) / rec["run_id"]
     d.mkdir(parents=True, exist_ok=True)
     (d / "record.json").write_text(json.dumps(rec, indent=1))
+    if samples is not None:
+        (d / "ilp").mkdir(exist_ok=True)
+        (d / "ilp" / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
     last = rec.get("train", {}).get("last_loss", 1.0)
     lines = [json.dumps({"step": i + 1, "loss": 1.3 + (last - 1.3) * (i + 1) / log_steps, "lr": 2e-4})
              for i in range(log_steps)]
@@ -142,12 +237,20 @@ def write_run(root: Path, rec: dict, log_steps: int = 10) -> Path:
 
 
 def write_sweep(root, labels=("full", "lora", "pissa", "vera", "oft"), seeds=(0,), failed: bool = False,
-                corrupt: bool = False, **kw) -> Path:
-    """A sweep folder of synthetic records; optionally one failed run and one corrupt record.json."""
+                corrupt: bool = False, ilp: bool = False, mitigations: tuple = ("bucketing",),
+                mitigated: tuple = ("lora",), **kw) -> Path:
+    """A sweep folder of synthetic records; optionally one failed run and one corrupt record.json.
+
+    ilp=True: every run gets an ilp section and ilp/samples.jsonl, and each label in `mitigated`
+    gets one run per mitigation and seed (label `<label>-<mitigation>`, same method config)."""
     root = Path(root)
     for seed in seeds:
         for lab in labels:
-            write_run(root, make_record(lab, seed, **kw))
+            rec = make_record(lab, seed, **kw)
+            write_run(root, rec, samples=add_ilp(rec) if ilp else None)
+            for mit in (mitigations if ilp and lab in mitigated else ()):
+                rec = make_record(lab, seed, **kw)
+                write_run(root, rec, samples=add_ilp(rec, mitigation=mit))
     if failed:
         d = root / "dora-math-sft-s0-deadbeef"
         d.mkdir(parents=True, exist_ok=True)
@@ -172,8 +275,9 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--failed", action="store_true")
     p.add_argument("--corrupt", action="store_true")
+    p.add_argument("--ilp", action="store_true", help="add incomplete-learning sections and a bucketing mitigation of lora")
     a = p.parse_args(argv)
-    write_sweep(a.out, seeds=a.seeds, failed=a.failed, corrupt=a.corrupt)
+    write_sweep(a.out, seeds=a.seeds, failed=a.failed, corrupt=a.corrupt, ilp=a.ilp)
     print(f"synthetic sweep written to {a.out}")
     return 0
 

@@ -190,7 +190,8 @@ def run_sweep(cfg: SweepConfig, *, executor: str = "local", jobs: Optional[int] 
     if dry_run:
         for r in runs:
             st = states[r.run_id]
-            log(f"  {st.status:11s} {r.run_id}  stages: {', '.join(['train', *r.stages])}")
+            skipped = "".join(f"; {k} skipped: {v}" for k, v in r.skipped.items())
+            log(f"  {st.status:11s} {r.run_id}  stages: {', '.join(['train', *r.stages])}{skipped}")
         return summary
     if not todo:
         return summary

@@ -1,10 +1,12 @@
-"""The steps of one run, in the worker process: train, then eval / diagnostics / interpolation.
+"""The steps of one run, in the worker process: train, then eval / diagnostics / interpolation / ilp.
 
 Each step is one call into a library seam (`run_training`, `evaluate_run`, `analyze_run`,
-`interpolate_run`) with the settings object its stage dict rebuilds (the same object the CLI
+`interpolate_run`, `ilp_run`) with the settings object its stage dict rebuilds (the same object the CLI
 flags build), and every record change goes through `arena.runs.update_record`; runners never
 reach into the core. Each stage's outcome is stored under record["sweep"]["stages"][name] with the
-fingerprint of its settings, so a resumed sweep knows exactly which stages are still to do.
+fingerprint of its settings, so a resumed sweep knows exactly which stages are still to do; a
+stage the sweep enables but leaves out for this run (ilp on a non-SFT run) is recorded there as
+{"status": "skipped", "reason": ...}, so its absence is explained rather than silent.
 
 The driver imports this module for the record updates, so what imports torch (training, the
 analysis stages, the device choice) is imported inside the functions that run in the worker.
@@ -112,7 +114,18 @@ def interpolation_stage(spec: RunSpec, run_dir: Path, settings: dict, log: Log) 
     return {}
 
 
-STAGE_FUNCS = {"eval": eval_stage, "diagnostics": diagnostics_stage, "interpolation": interpolation_stage}
+def ilp_stage(spec: RunSpec, run_dir: Path, settings: dict, log: Log) -> dict:
+    """`arena ilp --run` with the sweep's settings: detect + attribute incomplete learning (SFT runs)."""
+    from arena.ilp.run import ilp_run
+    from arena.ilp.settings import IlpSettings
+
+    out = ilp_run(run_dir, build(IlpSettings, settings, "ilp"), device=str(_device(spec)), log=log, write=True)
+    u = (out or {}).get("unlearned") or {}
+    return {"unlearned": u.get("k"), "tested": u.get("n")}
+
+
+STAGE_FUNCS = {"eval": eval_stage, "diagnostics": diagnostics_stage, "interpolation": interpolation_stage,
+               "ilp": ilp_stage}
 
 
 def mark(run_dir: Path, spec: RunSpec, stage: str, status: str, seconds: float, error: str | None = None,
@@ -124,6 +137,18 @@ def mark(run_dir: Path, spec: RunSpec, stage: str, status: str, seconds: float, 
         entry["error"] = error
         entry["retryable"] = retryable
     update_sweep(run_dir, spec, lambda sw: sw["stages"].__setitem__(stage, entry))
+
+
+def mark_skipped(run_dir: Path, spec: RunSpec) -> None:
+    """Record each stage the plan leaves out of this run (spec.skipped) with its reason."""
+    if not spec.skipped:
+        return
+
+    def change(sw):
+        for stage, reason in spec.skipped.items():
+            sw["stages"][stage] = {"status": "skipped", "reason": reason, "finished": utc_now()}
+
+    update_sweep(run_dir, spec, change)
 
 
 def sweep_section(spec: RunSpec, sweep_name: str) -> dict:

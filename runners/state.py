@@ -11,7 +11,7 @@ Layout of a sweep folder (`results/<sweep>/` by default):
     .sweep/driver.lock        held by the driver (one driver per sweep folder)
 
 A run is *complete* only when its record.json says status "done", every stage the sweep asks for
-(eval / diagnostics / interpolation) is recorded done with the same settings fingerprint, and the
+(eval / diagnostics / interpolation / ilp) is recorded done with the same settings fingerprint, and the
 worker has marked record["sweep"]["status"] complete (its last, atomic write). Anything
 else is pending, partial (trained, stages left), interrupted (killed: retried automatically) or
 failed (an error: retried only with --retry-failed).
@@ -32,7 +32,7 @@ from arena.sweeps.expand import RunSpec, stage_fingerprint
 
 PLAN = "plan.json"
 META = ".sweep"
-STAGES = ("eval", "diagnostics", "interpolation")
+STAGES = ("eval", "diagnostics", "interpolation", "ilp")
 
 COMPLETE, PENDING, PARTIAL, INTERRUPTED, FAILED, CORRUPT = \
     "complete", "pending", "partial", "interrupted", "failed", "corrupt"

@@ -5,7 +5,8 @@ this run only, and the driver records it and goes on. The worker
 
 1. takes the run's lock (another worker on the same run -> exit 75, nothing touched);
 2. trains unless record.json already says done (run_training resumes a half-trained folder);
-3. runs each stage the sweep asks for that is not recorded done with the same settings;
+3. runs each stage the sweep asks for that is not recorded done with the same settings (and
+   records the stages it leaves out of this run, with the reason);
 4. marks the run complete in record["sweep"] — the only thing that makes it a finished result.
 
 Exit codes: 0 complete, 1 failed (recorded), 75 run busy (locked by another worker).
@@ -138,6 +139,7 @@ def run(sweep_dir: Path, run_id: str) -> int:
             continue
         st.mark(run_dir, spec, stage, "done", time.perf_counter() - t0, info=info)
         _log(f"{run_id}: {stage} done in {time.perf_counter() - t0:.1f}s")
+    st.mark_skipped(run_dir, spec)
     st.finish(run_dir, spec, "complete" if ok else "failed")
     return EXIT_OK if ok else EXIT_FAILED
 

@@ -44,15 +44,17 @@ def decode(v):
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
-    return write_sweep(tmp_path_factory.mktemp("dash"), seeds=(0, 1), failed=True, corrupt=True)
+    # ilp: every run has an incomplete-learning section, and lora a bucketing mitigation run (label lora-bucketing)
+    return write_sweep(tmp_path_factory.mktemp("dash"), seeds=(0, 1), failed=True, corrupt=True, ilp=True)
 
 
 def test_app_renders_every_section(results, run_app):
     at = run_app(results)
     assert not at.exception, at.exception
-    assert [t.label for t in at.tabs] == ["Leaderboard", "Pareto", "Interpolation", "Diagnostics", "Run detail", "Status"]
+    assert [t.label for t in at.tabs] == ["Leaderboard", "Pareto", "Interpolation", "Diagnostics", "Incomplete learning",
+                                          "Run detail", "Status"]
     lb = at.dataframe[0].value
-    assert len(lb) == 5 and {"target_gain", "forgetting", "trainable_params", "train_s", "peak_memory_mb"} <= set(lb.columns)
+    assert len(lb) == 6 and {"target_gain", "forgetting", "trainable_params", "train_s", "peak_memory_mb"} <= set(lb.columns)
     warnings = " ".join(w.value for w in at.warning)
     assert "unreadable record" in warnings and "not finished results" in warnings
     charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
@@ -65,6 +67,43 @@ def test_app_renders_every_section(results, run_app):
     assert decode(vera["error_y"]["array"])[0] > 0  # error bars present
     assert any("interpolation" in c["layout"]["title"]["text"] for c in charts)
     assert any("Pearson" in c["layout"]["title"]["text"] for c in charts)  # metric vs forgetting
+
+
+def test_incomplete_learning_tab(results, run_app):
+    from arena.results.ilp import ilp_runs, mitigation_effects, run_groups
+    from arena.results.load import load_results
+
+    at = run_app(results)
+    assert not at.exception, at.exception
+    charts = {c["layout"]["title"]["text"].split(" (")[0]: c for c in map(lambda c: json.loads(c.proto.spec),
+                                                                            at.get("plotly_chart"))}
+    frac = charts["Unlearned fraction of the training samples"]["data"][0]
+    groups = run_groups(ilp_runs(load_results(results)))
+    assert decode(frac["x"]) == ["full", "lora", "lora-bucketing", "oft", "pissa", "vera"]
+    assert decode(frac["y"]) == pytest.approx(list(groups["fraction"]))
+    lo = np.array(decode(frac["y"])) - np.array(decode(frac["error_y"]["arrayminus"]))
+    assert lo == pytest.approx(list(groups["ci_low"]))  # the Wilson lower ends
+    causes = charts["Cause shares among the unlearned samples"]["data"]
+    assert len(causes) == 6 and decode(causes[0]["x"]) == ["I", "II", "III", "IV", "V", "unexplained"]
+    eff = charts["Mitigation effect on the unlearned fraction"]["data"][0]
+    expected = mitigation_effects(load_results(results)).iloc[0]
+    assert decode(eff["y"]) == ["lora · bucketing"] and decode(eff["x"])[0] == pytest.approx(100 * expected["effect"])
+    assert decode(eff["error_x"]["array"])[0] > 0 and expected["effect"] < 0
+    assert any("not tested" in c.value for c in at.caption)  # cause IV: no checkpoints in the synthetic runs
+    ex = next(d.value for d in at.dataframe if "prediction" in d.value.columns)
+    assert len(ex) and set(ex["causes"].str.contains("I")) == {True}  # examples of the selected cause (I)
+    at.selectbox(key="ilp_example_cause").set_value("V").run()
+    ex = next(d.value for d in at.dataframe if "prediction" in d.value.columns)
+    assert not at.exception and ex["causes"].str.contains("V").all()
+
+
+def test_incomplete_learning_tab_without_ilp_or_mitigations(tmp_path, run_app):
+    write_sweep(tmp_path / "a", labels=("lora",))
+    at = run_app(tmp_path / "a")
+    assert not at.exception and any("No incomplete-learning results" in i.value for i in at.info)
+    write_sweep(tmp_path / "b", labels=("lora",), ilp=True, mitigated=())
+    at = run_app(tmp_path / "b")
+    assert not at.exception and any("Not enough runs" in i.value for i in at.info)
 
 
 def test_filters_and_scale(results, run_app):
@@ -135,10 +174,23 @@ def test_dashboard_in_headless_chromium(results, tmp_path):
             assert page.query_selector('[data-testid="stException"]') is None
             shot = tmp_path / "dashboard.png"
             page.screenshot(path=str(shot), full_page=True)
+            page.get_by_role("tab", name="Incomplete learning").click()
+            page.wait_for_selector(".gtitle:has-text('Mitigation effect')", state="visible", timeout=60_000)
+            ilp_titles = page.eval_on_selector_all(".gtitle", "els => els.filter(e => e.getBoundingClientRect()"
+                                                              ".width > 0).map(e => e.textContent)")
+            ilp_bars = page.eval_on_selector_all(".js-plotly-plot .barlayer .point path",
+                                                 "els => els.filter(e => e.getBoundingClientRect().width > 0).length")
+            assert page.query_selector('[data-testid="stException"]') is None
+            ilp_shot = tmp_path / "dashboard-ilp.png"
+            page.screenshot(path=str(ilp_shot), full_page=True)
             browser.close()
-        assert shot.stat().st_size > 20_000
+        assert shot.stat().st_size > 20_000 and ilp_shot.stat().st_size > 20_000
+        assert any(t.startswith("Unlearned fraction") for t in ilp_titles), ilp_titles
+        assert any(t.startswith("Cause shares") for t in ilp_titles), ilp_titles
+        assert ilp_bars >= 6 + 6 * 4  # a fraction bar per group, cause bars (IV untested: no bar)
         if os.environ.get("ARENA_TEST_ARTIFACTS"):
             shutil.copy(shot, Path(os.environ["ARENA_TEST_ARTIFACTS"]) / "dashboard.png")
+            shutil.copy(ilp_shot, Path(os.environ["ARENA_TEST_ARTIFACTS"]) / "dashboard-ilp.png")
     finally:
         os.killpg(proc.pid, 15)
         proc.wait(timeout=20)

@@ -33,7 +33,9 @@ ALL_OBJECTIVES = OBJECTIVES.names()
 QUIET = {"log": lambda msg: None}
 DENSE_REWARD = "contract_digit_share"
 # Fields of an objective's Options set to small values, whichever objective declares them.
-OPTION_VALUES = {"n_samples": 4, "max_new_tokens": 6, "reward": DENSE_REWARD}
+OPTION_VALUES = {"n_samples": 4, "max_new_tokens": 6, "reward": DENSE_REWARD,
+                 # cpt: raw documents (written by `cpt_documents`) mixed with samples of the base
+                 "general": "base-samples", "general_docs": 4, "general_tokens": 8, "mix": 0.5}
 # The run: LoRA keeps its dropout (0.05), so resume must restore the RNG too; two micro-batches
 # per step, so GKD's per-micro-batch λ draw sees both branches.
 RUN = dict(method="lora", train__steps=4, train__lr=1e-2, train__grad_accum=2, train__batch_size=2,
@@ -67,12 +69,20 @@ def teacher_dir(tmp_path_factory) -> Path:
     return d
 
 
+@pytest.fixture(scope="module")
+def cpt_documents(tmp_path_factory) -> Path:
+    """Raw text for the cpt objective: 24 short documents separated by blank lines."""
+    p = tmp_path_factory.mktemp("cpt") / "documents.txt"
+    p.write_text("\n\n".join(f"document {i}: " + " ".join(str(i * j % 97) for j in range(3 + i)) for i in range(24)))
+    return p
+
+
 @pytest.fixture
-def objective_config(tiny_run_config, teacher_dir):
+def objective_config(tiny_run_config, teacher_dir, cpt_documents):
     """Factory: the RunConfig of objective `name` with small options (plus keyword fields)."""
     def make(name: str, **fields):
         option_fields = {f.name for f in dataclasses.fields(OBJECTIVES.get(name).Options)}
-        values = {**OPTION_VALUES, "teacher": str(teacher_dir)}
+        values = {**OPTION_VALUES, "teacher": str(teacher_dir), "documents": str(cpt_documents)}
         sets = [f"objective.{k}={v}" for k, v in values.items() if k in option_fields]
         return tiny_run_config(*sets, objective=name, **{**RUN, **fields})
 

@@ -134,3 +134,34 @@ def test_html_report_renders_in_headless_chromium(three_seeds, tmp_path):
     assert n_points >= 5 + 1 + 15 * 5 // 5  # methods + base + path points
     assert "Recommendations" in text and "best retention" in text
     assert (tmp_path / "report.png").stat().st_size > 20_000
+
+
+def test_incomplete_learning_section(tmp_path):
+    import json
+
+    from scipy.stats import binomtest
+
+    root = write_sweep(tmp_path / "ilp", labels=("lora", "vera"), seeds=(0, 1), ilp=True)
+    md = render(root, "md", scale="proxy")
+    assert "## Incomplete learning" in md and "pass@5 < 0.2" in md
+    recs = [json.loads(p.read_text()) for p in sorted(root.glob("vera-*/record.json"))]
+    k, n = sum(r["ilp"]["unlearned"]["k"] for r in recs), sum(r["ilp"]["unlearned"]["n"] for r in recs)
+    ci = binomtest(k, n).proportion_ci(method="wilson")
+    assert f"| vera | smollm2-135m-instruct | math | 2 | {n} | {k} | {100 * k / n:.1f}% [{100 * ci.low:.1f}, " \
+           f"{100 * ci.high:.1f}] |" in md
+    assert "### Causes — lora-bucketing" in md and "not tested: the run kept no checkpoint" in md
+    assert "What is" in md and "overlaps:" in md  # example prompts and overlaps
+    eff = md[md.index("### Mitigation effects"):]
+    row = next(ln for ln in eff.splitlines() if ln.startswith("| lora | bucketing |"))
+    assert "beyond noise" in row and "pp [" in row  # synthetic: about −half the baseline's unlearned share
+    html = render(root, "html", scale="proxy")
+    assert "<h2>Incomplete learning</h2>" in html and "beyond noise" in html
+
+
+def test_incomplete_learning_without_mitigations_or_ilp(tmp_path):
+    root = write_sweep(tmp_path / "a", labels=("lora",), ilp=True, mitigated=())
+    md = render(root, "md", scale="proxy")
+    assert "## Incomplete learning" in md and "not enough runs" in md
+    plain = write_sweep(tmp_path / "b", labels=("lora",))
+    assert "Incomplete learning" not in render(plain, "md", scale="proxy")
+    assert "Incomplete learning" not in render(plain, "html", scale="proxy")

@@ -192,3 +192,51 @@ def test_stage_settings_are_checked_at_load(change, field, words):
     with pytest.raises(ConfigError) as e:
         sweep_config_from_dict(tiny_sweep(**change))
     assert field in str(e.value) and words in str(e.value), str(e.value)
+
+
+def test_ilp_stage_sft_runs_only_with_the_skip_reason():
+    from arena.ilp.settings import IlpSettings
+    from arena.schema import build
+
+    cfg = sweep_config_from_dict(tiny_sweep(
+        seeds=[0], objectives=["sft", {"name": "grpo", "n_samples": 2, "train": {"batch_size": 2}}],
+        methods=[{"name": "lora", "rank": 4, "lr": 1e-2}], ilp={"enabled": True, "samples": 8, "threshold": 0.4}))
+    runs = {r.objective: r for r in expand(cfg)}
+    assert "ilp" in runs["sft"].stages and not runs["sft"].skipped
+    assert "ilp" not in runs["grpo"].stages and "SFT runs only" in runs["grpo"].skipped["ilp"]
+    assert build(IlpSettings, runs["sft"].stages["ilp"], "ilp") == cfg.ilp.settings()
+    assert cfg.ilp.settings().threshold == 0.4
+    from arena.sweeps.expand import RunSpec
+
+    assert RunSpec.from_dict(runs["grpo"].to_dict()) == runs["grpo"]  # the reason survives plan.json
+    off = sweep_config_from_dict(tiny_sweep())
+    assert not any("ilp" in r.stages or r.skipped for r in expand(off))
+
+
+def test_ilp_off_leaves_plan_and_sweep_yaml_byte_identical(tmp_path):
+    from runners.state import write_plan
+
+    def plan_bytes(d, **changes):
+        cfg = sweep_config_from_dict(tiny_sweep(objectives=["sft", {"name": "grpo", "n_samples": 2}], **changes))
+        return write_plan(tmp_path / d, cfg.to_dict(), expand(cfg)).read_bytes(), yaml.safe_dump(cfg.to_dict())
+
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir(), (tmp_path / "c").mkdir()
+    absent, off = plan_bytes("a"), plan_bytes("b", ilp={"enabled": False})
+    assert absent == off and b"ilp" not in absent[0] and b"skipped" not in absent[0]
+    on = plan_bytes("c", ilp={"enabled": True})
+    assert b'"ilp"' in on[0] and b'"skipped"' in on[0] and "ilp:" in on[1]
+
+
+def test_ilp_settings_are_checked_at_load():
+    with pytest.raises(ConfigError) as e:
+        sweep_config_from_dict(tiny_sweep(ilp={"enabled": True, "treshold": 0.3}))
+    assert "ilp.treshold" in str(e.value) and "threshold" in str(e.value)
+
+
+def test_shipped_ilp_config():
+    cfg = load_sweep_config(str(REPO / "configs" / "ilp-arith-cpu.yaml"))
+    runs = expand(cfg)
+    assert [r.seed for r in runs] == [0, 1] and {r.method for r in runs} == {"lora"}
+    assert all(set(r.stages) == {"ilp"} for r in runs)
+    assert cfg.train["save_every"] > 0 and cfg.train["keep_checkpoints"] == 0  # every checkpoint kept (IV, V)
+    assert cfg.models == ["smollm2-135m-instruct"] and cfg.ilp.enabled

@@ -43,6 +43,8 @@ TINY_CASES = {
     "tiny-interp-weights": tiny(interpolation={"enabled": True, "path": "weights", "methods": ["oft", "lora"],
                                                "seeds": [1]}),
     "tiny-off": tiny(eval={"enabled": False}, diagnostics={"enabled": False}),
+    # the ilp stage (SFT runs only): pins its fingerprint, and that enabling it changes no run id
+    "tiny-ilp": tiny(ilp={"enabled": True, "samples": 16, "n": 3}),
 }
 SHIPPED = sorted(p.stem for p in (REPO / "configs").glob("*.yaml") if "methods" in yaml.safe_load(p.read_text()))
 
@@ -63,3 +65,10 @@ def test_shipped_configs_keep_run_ids_and_stage_fingerprints(name):
 @pytest.mark.parametrize("name", sorted(TINY_CASES))
 def test_stage_options_keep_their_fingerprints(name):
     assert _plan(sweep_config_from_dict(TINY_CASES[name])) == EXPECTED[name]
+
+
+def test_ilp_leaves_run_ids_and_other_stages_alone():
+    base = _plan(sweep_config_from_dict(TINY_CASES["tiny-default"]))
+    with_ilp = _plan(sweep_config_from_dict(TINY_CASES["tiny-ilp"]))
+    assert set(with_ilp) == set(base)
+    assert all(with_ilp[r] == {**base[r], "ilp": with_ilp[r]["ilp"]} for r in base)

@@ -250,3 +250,69 @@ def test_worker_threads_one_choice_for_training_and_stages(tmp_path):
         assert st.run_config(spec, tmp_path / "r").train.threads == 1  # 0: the run's own
     finally:
         torch.set_num_threads(before)
+
+
+def test_ilp_stage_runs_after_training_and_resumes_stage_only(tmp_path, monkeypatch):
+    """The ilp stage calls ilp_run with the settings the plan holds; a finished run that gains the
+    ilp section re-runs only that stage; a skipped stage is recorded with its reason."""
+    import types
+
+    from arena.ilp.settings import IlpSettings
+    from runners import stages as st
+    from runners.worker import run as run_worker
+
+    calls = []
+
+    def fake_ilp_run(run_dir, settings, device="auto", log=print, write=True):
+        calls.append((Path(run_dir).name, settings, device, write))
+        return {"unlearned": {"k": 3, "n": settings.samples}}
+
+    monkeypatch.setitem(sys.modules, "arena.ilp.run", types.SimpleNamespace(ilp_run=fake_ilp_run))
+    methods = [{"name": "lora", "lr": 1e-2}]
+    cfg, (spec,), out = _spec_and_out(tmp_path, methods=methods)
+    assert run_worker(out, spec.run_id) == 0 and not calls
+    trained = json.loads((out / spec.run_id / "record.json").read_text())["train"]
+
+    cfg2 = sweep_config_from_dict({"name": "w", **TINY, "out": str(out), "methods": methods,
+                                   "ilp": {"enabled": True, "samples": 8, "n": 2}})
+    (spec2,) = expand(cfg2)
+    assert spec2.run_id == spec.run_id  # ilp settings are not part of the run id
+    S.write_plan(out, cfg2.to_dict(), [spec2])
+    assert S.run_state(out, spec2).todo == ("ilp",)
+    assert run_worker(out, spec.run_id) == 0
+    (name, settings, device, write), = calls
+    assert name == spec.run_id and settings == IlpSettings(samples=8, n=2) and device == "cpu" and write
+    rec = json.loads((out / spec.run_id / "record.json").read_text())
+    assert rec["train"] == trained and rec["sweep"]["stages"]["ilp"]["status"] == "done"
+    assert rec["sweep"]["stages"]["ilp"]["unlearned"] == 3 and S.run_state(out, spec2).status == S.COMPLETE
+
+    spec2.skipped = {"ilp": "SFT runs only (test)"}
+    st.mark_skipped(out / spec.run_id, spec2)
+    rec = json.loads((out / spec.run_id / "record.json").read_text())
+    assert rec["sweep"]["stages"]["ilp"] == {**rec["sweep"]["stages"]["ilp"], "status": "skipped",
+                                             "reason": "SFT runs only (test)"}
+
+
+def test_ilp_stage_with_the_real_ilp_run(tmp_path):
+    """Tiny SFT runs through the worker with the real arena.ilp, a baseline and a bucketing
+    mitigation: record["ilp"] and the samples files are written, the stage is recorded done, and the
+    results layer pairs the mitigation with its baseline on the same tested samples."""
+    from arena.results.ilp import ilp_runs, mitigation_effects, read_samples
+    from arena.results.load import load_results
+    from runners.worker import run as run_worker
+
+    cfg, runs, out = _spec_and_out(
+        tmp_path, methods=[{"name": "lora", "lr": 1e-2}], objectives=["sft", {"name": "sft", "bucketing": "conflicts"}],
+        train={**TINY["train"], "save_every": 1, "keep_checkpoints": 0},
+        ilp={"enabled": True, "samples": 6, "n": 2, "controls": [], "batch_size": 8, "max_new_tokens": 4})
+    assert len(runs) == 2
+    for spec in runs:
+        assert run_worker(out, spec.run_id) == 0
+        rec = json.loads((out / spec.run_id / "record.json").read_text())
+        assert rec["sweep"]["stages"]["ilp"]["status"] == "done" and rec["ilp"]["unlearned"]["n"] == 6
+    res = load_results(out)
+    rows = ilp_runs(res).set_index("mitigation")
+    assert sorted(rows.index) == ["bucketing", "none"] and all(len(read_samples(res, k)) == 6 for k in rows["key"])
+    (eff,) = mitigation_effects(res).to_dict("records")
+    assert eff["n"] == 6 and eff["pairs"] == 1 and eff["note"] is None
+    assert eff["effect"] == pytest.approx(rows.loc["bucketing", "fraction"] - rows.loc["none", "fraction"])  # same 6

@@ -58,6 +58,18 @@ class Objective:
     def loss(self, ctx: TrainContext, batch: dict) -> LossOutput:
         raise NotImplementedError
 
+    def after_step(self, ctx: TrainContext, step: int) -> dict:
+        """Called after optimizer step `step` (0-based); the keys returned are logged for the step,
+        and `"stop": True` ends training there (the weights at that step are the final ones)."""
+        return {}
+
+    def state_dict(self) -> dict:
+        """JSON-serialisable state the objective's decisions depend on, saved in every checkpoint."""
+        return {}
+
+    def load_state_dict(self, d: dict) -> None:
+        """Restore `state_dict()` on resume (called after prepare())."""
+
     @classmethod
     def describe(cls) -> dict:
         import dataclasses

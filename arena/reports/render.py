@@ -3,7 +3,9 @@
 HTML is self-contained (plotly.js inlined once, tables and text inline) and renders offline.
 Everything in it is derived from the records: the leaderboard, the Pareto plot, recommendations
 per scenario with the numbers that justify them, matched-plasticity comparisons along interpolation
-paths, and optionally the paper's table layout beside its published numbers.
+paths, incomplete learning (when some run has an ilp section: unlearned fractions, causes,
+mitigation effects; `arena.results.ilp`), and optionally the paper's table layout beside its
+published numbers.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from arena.records import utc_now
 from arena.reports.paper import CITATION, PAPER, paper_table
 from arena.reports.recommend import recommend
 from arena.results import exports
+from arena.results.ilp import group_name, ilp_summary
 from arena.results.leaderboard import leaderboard
 from arena.results.load import Results, load_results
 from arena.results.matched import interpolation_curves, matched_plasticity
@@ -39,6 +42,7 @@ class ReportData:
     curves: pd.DataFrame
     matched: dict
     paper: Optional[dict] = None
+    ilp: Optional[dict] = None  # arena.results.ilp.ilp_summary: None when no finished run has an ilp section
     notes: list = field(default_factory=list)
     created: str = ""
 
@@ -81,7 +85,7 @@ def build(root, scale: str = "auto", paper: Optional[str] = None, budget: Option
         pdata = paper_table(lb, scale)
     return ReportData(root=Path(root), results=res, scale=scale, leaderboard=lb,
                       recommendations=recommend(lb, scale, done, budget), curves=curves, matched=matched,
-                      paper=pdata, notes=notes, created=utc_now())
+                      paper=pdata, ilp=ilp_summary(res), notes=notes, created=utc_now())
 
 
 def _lb_columns(data: ReportData) -> list[str]:
@@ -111,6 +115,7 @@ def to_markdown(data: ReportData) -> str:
     out += ["## Leaderboard", "", f"x = {s['x_label']}; y = {s['y_label']}; ± = `err_kind`.", "",
             exports.to_markdown(data.leaderboard, _lb_columns(data)), ""]
     out += _matched_md(data)
+    out += _ilp_md(data)
     if data.paper:
         out += _paper_md(data)
     out.append("Plots: see the HTML report (`arena report DIR --format html`).")
@@ -131,6 +136,112 @@ def _matched_md(data: ReportData) -> list[str]:
             out += [exports.to_markdown(g["pairs"]), ""]
         out += [f"_{g['note']}_", ""]
     return out
+
+
+# ------------------------------------------------------------------ incomplete learning
+
+ILP_INTRO = ("A training sample is unlearned when the tuned model still fails it: pass@{n} < {t} on the run's own "
+             "training samples (a seeded subset re-tested after training; probe: {probe}). Fractions are k/n over the "
+             "tested samples with a 95% Wilson interval; a group's seeds are pooled (k and n summed).")
+NO_MITIGATION = ("Mitigation effects: not enough runs — no mitigation run (objective.order/reverse, bucketing, "
+                 "resample_every, progressive, model.init_from) with a plain SFT baseline of the same model, target, "
+                 "method config and seed.")
+
+
+def _pct(v) -> str:
+    return "–" if v is None or v != v else f"{100 * v:.1f}%"
+
+
+def _pct_ci(v, lo, hi) -> str:
+    return "–" if v is None or v != v else f"{100 * v:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
+def _pp_ci(v, lo, hi) -> str:
+    return "–" if v is None or v != v else f"{100 * v:+.1f} pp [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+
+
+def ilp_tables(ilp: dict) -> dict:
+    """The incomplete-learning section as text tables: intro, groups, causes per group, effects."""
+    runs, groups, causes, effects = ilp["runs"], ilp["groups"], ilp["causes"], ilp["effects"]
+    r0 = runs.iloc[0]
+    intro = ILP_INTRO.format(n=int(r0["pass_n"]) if r0["pass_n"] == r0["pass_n"] else "N",
+                             t=r0["threshold"], probe=", ".join(sorted({str(p) for p in runs["probe"].dropna()})))
+    g = pd.DataFrame({"group": [group_name(r) for _, r in groups.iterrows()], "model": groups["model"],
+                      "target": groups["target"], "seeds": groups["seeds"], "n": groups["n"].astype(int),
+                      "unlearned": groups["k"].astype(int),
+                      "fraction [95% CI]": [_pct_ci(r.fraction, r.ci_low, r.ci_high) for r in groups.itertuples()],
+                      "per seed": [_pct(r.fraction_min) if r.seeds < 2 else f"{_pct(r.fraction_min)}–{_pct(r.fraction_max)}"
+                                   for r in groups.itertuples()]})
+    per_group = []
+    ov = ilp["overlaps"]
+    for _, gr in groups.iterrows():
+        sel = (causes["label"] == gr["label"]) & (causes["mitigation"] == gr["mitigation"]) \
+            & (causes["model"] == gr["model"]) & (causes["target"] == gr["target"])
+        c = causes[sel]
+        rows = []
+        for r in c.itertuples():
+            tested = r.tested_runs > 0
+            rows.append({"cause": r.cause, "name": r.name,
+                         "share [95% CI]": _pct_ci(r.share, r.ci_low, r.ci_high) if tested else "not tested",
+                         "k / unlearned": f"{int(r.k)} / {int(r.unlearned)}" if tested else "–",
+                         "rule": r.rule if tested or not isinstance(r.missing, str) else f"{r.rule} — not tested: {r.missing}",
+                         "example prompt": r.example_prompt[:120] if isinstance(r.example_prompt, str) else ""})
+        o = ov[(ov["label"] == gr["label"]) & (ov["mitigation"] == gr["mitigation"])] if len(ov) else ov
+        overlaps = ", ".join(f"{x.causes}: {int(x.count)}" for x in o.itertuples()) if len(o) else "none"
+        note = (f"{int(gr['k'])} unlearned of {int(gr['n'])}; a sample may match several causes (overlaps: {overlaps}); "
+                "shares are over the unlearned samples of the runs where the cause was tested.")
+        if not gr["k"]:
+            note = "No unlearned samples: nothing to attribute."
+        per_group.append((group_name(gr), pd.DataFrame(rows), note))
+    eff = None
+    if len(effects):
+        eff = pd.DataFrame({
+            "baseline": effects["label"], "mitigation": effects["mitigation"], "pairs": effects["pairs"],
+            "n": effects["n"], "unlearned before": [_pct(v) for v in effects["baseline"]],
+            "after": [_pct(v) for v in effects["mitigated"]],
+            "effect [95% CI]": [_pp_ci(r.effect, r.ci_low, r.ci_high) for r in effects.itertuples()],
+            "verdict": ["not paired" if not r.n else ("beyond noise" if r.beyond_noise else "within noise")
+                        for r in effects.itertuples()],
+            "Δ forgetting": [f"{r.d_forgetting:+.4f} ± {r.d_forgetting_se:.4f}" if r.d_forgetting == r.d_forgetting
+                             else "–" for r in effects.itertuples()],
+            "Δ general ΔCE": [f"{r.d_forgetting_nll:+.4f} ± {r.d_forgetting_nll_se:.4f}"
+                              if r.d_forgetting_nll == r.d_forgetting_nll else "–" for r in effects.itertuples()],
+            "note": [x or "" for x in effects["note"]]})
+    return {"intro": intro, "groups": g, "causes": per_group, "effects": eff}
+
+
+EFFECT_NOTE = ("Effect = unlearned fraction of the mitigation run − that of its baseline on the same tested samples "
+               "(paired by sample key; negative: the mitigation learned more), with a seeded bootstrap 95% interval over "
+               "samples; beyond noise = the interval excludes 0. Δ forgetting: mitigated − baseline (accuracy "
+               "forgetting and general ΔCE), ± SE over seeds, or the evaluations' SE with one seed.")
+
+
+def _ilp_md(data: ReportData) -> list[str]:
+    if not data.ilp:
+        return []
+    t = ilp_tables(data.ilp)
+    out = ["## Incomplete learning", "", t["intro"], "", exports.to_markdown(t["groups"]), ""]
+    for name, table, note in t["causes"]:
+        out += [f"### Causes — {name}", "", exports.to_markdown(table), "", f"_{note}_", ""]
+    out += ["### Mitigation effects", ""]
+    out += [exports.to_markdown(t["effects"]), "", EFFECT_NOTE, ""] if t["effects"] is not None else [NO_MITIGATION, ""]
+    return out
+
+
+def _ilp_html(data: ReportData) -> list[str]:
+    if not data.ilp:
+        return []
+    e = html.escape
+    t = ilp_tables(data.ilp)
+    parts = ["<h2>Incomplete learning</h2>", f"<p class='note'>{e(t['intro'])}</p>", _table_html(t["groups"])]
+    for name, table, note in t["causes"]:
+        parts += [f"<h3>Causes — {e(name)}</h3>", _table_html(table), f"<p class='note'>{e(note)}</p>"]
+    parts.append("<h3>Mitigation effects</h3>")
+    if t["effects"] is not None:
+        parts += [_table_html(t["effects"]), f"<p class='note'>{e(EFFECT_NOTE)}</p>"]
+    else:
+        parts.append(f"<p>{e(NO_MITIGATION)}</p>")
+    return parts
 
 
 def _paper_md(data: ReportData) -> list[str]:
@@ -211,6 +322,7 @@ def to_html(data: ReportData) -> str:
                     if len(g.get("pairs", [])):
                         parts.append(_table_html(g["pairs"]))
                 parts.append(f"<p class='note'>{e(g.get('note', ''))}</p>")
+        parts += _ilp_html(data)
         if data.paper:
             parts.append(f"<h2>Against the paper (PEFT-Arena)</h2><p class='note'>Published: {e(CITATION)}. Measured "
                          "with lm-eval, not OpenCompass/vLLM: compare orderings (rank correlation), not digits.</p>")

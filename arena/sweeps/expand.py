@@ -4,7 +4,7 @@ Run ids are `<label>-<target>-<objective>-s<seed>-<hash8>`, where hash8 is the s
 run config without presentation-only fields (output folder, data folder location, progress bars,
 log/save cadence, thread count: `arena.runs.RESULT_NEUTRAL_TRAIN_KEYS`). The same config always maps
 to the same id, so a re-run finds its runs; any change that alters training gives a new id.
-Evaluation/diagnostics/interpolation settings are not in the id: changing them re-scores the
+Evaluation/diagnostics/interpolation/ilp settings are not in the id: changing them re-scores the
 trained runs instead of retraining them (`stage_fingerprint` tells a worker which stages to redo).
 """
 
@@ -14,7 +14,8 @@ import copy
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Optional
 from pathlib import Path
 
 from arena.config import run_config_from_dict
@@ -36,16 +37,19 @@ class RunSpec:
     objective: str
     seed: int
     model: str
-    stages: dict  # stage name -> settings (eval / diagnostics / interpolation), absent = not run
+    stages: dict  # stage name -> settings (eval / diagnostics / interpolation / ilp), absent = not run
+    # stage name -> why a stage the sweep enables is not run for this run (ilp on a non-SFT run);
+    # in plan.json only when non-empty, so plans of sweeps without such stages do not change
+    skipped: dict = field(default_factory=dict)
 
     FIELDS = ("run_id", "config", "method", "label", "target", "objective", "seed", "model", "stages")
 
     def to_dict(self) -> dict:
-        return {k: getattr(self, k) for k in self.FIELDS}
+        return {**{k: getattr(self, k) for k in self.FIELDS}, **({"skipped": self.skipped} if self.skipped else {})}
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunSpec":
-        return cls(**{k: d[k] for k in cls.FIELDS})
+        return cls(**{k: d[k] for k in cls.FIELDS}, skipped=dict(d.get("skipped") or {}))
 
 
 def identity(config: dict) -> dict:
@@ -75,7 +79,7 @@ def _component_dict(entry) -> dict:
     return {"name": entry} if isinstance(entry, str) else dict(entry)
 
 
-def stages_for(cfg: SweepConfig, m: MethodEntry, seed: int) -> dict:
+def stages_for(cfg: SweepConfig, m: MethodEntry, seed: int, objective: Optional[str] = None) -> dict:
     """The stages one run gets, each as the settings dict its stage function rebuilds."""
     stages = {}
     if cfg.eval.enabled:
@@ -84,7 +88,15 @@ def stages_for(cfg: SweepConfig, m: MethodEntry, seed: int) -> dict:
         stages["diagnostics"] = cfg.diagnostics.plan()
     if cfg.interpolation.selects(m.label, m.name, seed):
         stages["interpolation"] = cfg.interpolation.plan(path=cfg.interpolation.path_for(m.name))
+    if objective is not None and cfg.ilp.selects(objective):
+        stages["ilp"] = cfg.ilp.plan()
     return stages
+
+
+def skipped_for(cfg: SweepConfig, objective: str) -> dict:
+    """Stages the sweep enables that this run does not get, with the reason (recorded, not silent)."""
+    reason = cfg.ilp.skip_reason(objective)
+    return {"ilp": reason} if reason else {}
 
 
 def _run_config(raw: dict, where: str):
@@ -134,5 +146,6 @@ def expand(cfg: SweepConfig) -> list[RunSpec]:
                         seen[rid] = f"methods[{mi}]"
                         runs.append(RunSpec(run_id=rid, config=d, method=m.name, label=m.label, target=rc.target.name,
                                             objective=rc.objective.name, seed=seed, model=rc.model.name,
-                                            stages=stages_for(cfg, m, seed)))
+                                            stages=stages_for(cfg, m, seed, rc.objective.name),
+                                            skipped=skipped_for(cfg, rc.objective.name)))
     return runs

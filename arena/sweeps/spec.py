@@ -20,11 +20,12 @@ together (labels unique, seeds not repeated, restrictions naming methods/objecti
     eval: {suites: [general, target], limit: 8}
     diagnostics: {enabled: true}
     interpolation: {enabled: true, alphas: [0, 0.5, 1], methods: [lora]}
+    ilp: {enabled: true, samples: 128}         # incomplete learning of SFT runs (`arena ilp`)
 
 The stage sections *are* the stage settings: `eval:` holds the fields of
 `arena.evaluation.settings.EvalSettings`, `diagnostics:` those of
-`arena.analysis.settings.DiagnosticsSettings`, `interpolation:` those of `InterpolationSettings`;
-each adds `enabled` (and interpolation adds which runs: `methods`, `seeds`, and `path: auto`, the
+`arena.analysis.settings.DiagnosticsSettings`, `interpolation:` those of `InterpolationSettings`,
+`ilp:` those of `arena.ilp.settings.IlpSettings`; each adds `enabled` (and interpolation adds which runs: `methods`, `seeds`, and `path: auto`, the
 method's own path). So `arena eval --run`, `arena analyze` and a sweep stage cannot drift apart.
 
 A method entry's keys other than `name`, `label`, `lr`, `train` and `objectives` are that method's
@@ -45,6 +46,7 @@ from arena.analysis.settings import DiagnosticsSettings, InterpolationSettings
 from arena.components import METHODS
 from arena.errors import ConfigError, suggest
 from arena.evaluation.settings import SUITES, EvalSettings
+from arena.ilp.settings import IlpSettings
 from arena.schema import build, to_dict
 
 FOLDER_NAME = r"[A-Za-z0-9_.][A-Za-z0-9_.-]*"  # names that become folder names
@@ -146,6 +148,30 @@ class InterpolationSpec(InterpolationSettings, StageSpec):
 
 
 @dataclass
+class IlpSpec(IlpSettings, StageSpec):
+    """The sweep's `ilp:` section: `IlpSettings` + `enabled` (`arena ilp --run`, after training).
+
+    Off by default, and only SFT runs get the stage: incomplete learning is measured against the
+    run's own training samples, which only SFT trains on (`skip_reason` says why a run has none).
+    """
+
+    SETTINGS: ClassVar[type] = IlpSettings
+    SECTION: ClassVar[str] = "ilp"
+    OBJECTIVES: ClassVar[tuple[str, ...]] = ("sft",)
+
+    enabled: bool = False
+
+    def selects(self, objective: str) -> bool:
+        return self.enabled and objective in self.OBJECTIVES
+
+    def skip_reason(self, objective: str) -> Optional[str]:
+        """Why an enabled ilp stage is left out of this run's plan (None: it is in, or ilp is off)."""
+        if self.enabled and objective not in self.OBJECTIVES:
+            return f"SFT runs only (this run's objective is {objective}: it has no supervised training samples)"
+        return None
+
+
+@dataclass
 class RunnerSpec:
     """How runs are executed (the CLI flags override these)."""
 
@@ -232,6 +258,7 @@ class SweepConfig:
     eval: EvalSpec = field(default_factory=EvalSpec)
     diagnostics: DiagnosticsSpec = field(default_factory=DiagnosticsSpec)
     interpolation: InterpolationSpec = field(default_factory=InterpolationSpec)
+    ilp: IlpSpec = field(default_factory=IlpSpec)
     runner: RunnerSpec = field(default_factory=RunnerSpec)
     data_dir: Optional[str] = None
     out: Optional[str] = None
@@ -284,5 +311,8 @@ class SweepConfig:
             "objectives": self.objectives, "seeds": self.seeds, "budget": to_dict(self.budget),
             "train": self.train, "probe": self.probe, "eval": to_dict(self.eval),
             "diagnostics": to_dict(self.diagnostics), "interpolation": to_dict(self.interpolation),
+            # ilp only when set away from its defaults: plan.json and sweep.yaml of sweeps that do
+            # not use it stay byte-identical to what they were before the section existed
+            **({"ilp": to_dict(self.ilp)} if to_dict(self.ilp) != to_dict(IlpSpec()) else {}),
             "runner": to_dict(self.runner), "data_dir": self.data_dir, "out": self.out,
         }

@@ -51,6 +51,7 @@ class ArithTarget(Target):
     description = "generated integer arithmetic (a op b), answers verifiable; no data files"
     default_reward = "arith"
     answer_format = "number"
+    ilp_probe = "verify"
 
     @dataclass
     class Options:

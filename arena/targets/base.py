@@ -51,6 +51,9 @@ class Target:
     default_reward: ClassVar[Optional[str]] = None  # reward for `objective.reward: auto` (None: none)
     answer_format: ClassVar[str] = "number"  # how a greedy reply's final answer is read
     conversions: ClassVar[dict] = {}  # conversion name -> Conversion
+    # how `arena ilp` re-tests its training samples: "verify" (pass@N of sampled replies, the reward)
+    # where replies are short and checkable; "mc" (multiple choice by log-likelihood, no generation)
+    ilp_probe: ClassVar[str] = "mc"
 
     @dataclass
     class Options:
@@ -71,6 +74,11 @@ class Target:
 
     def eval_tasks(self) -> list[str]:
         return []
+
+    def cpt_documents(self) -> list[str]:
+        """Raw-text documents of the target's domain, for `objective.documents: target` (the cpt
+        objective, arena/objectives/cpt.py). A target with a corpus overrides this."""
+        raise ConfigError("objective.documents", "target", f"target {self.name} has no raw-text corpus; give a file")
 
     def describe(self) -> dict:
         return {"name": self.name, "description": self.description}

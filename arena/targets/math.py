@@ -89,6 +89,7 @@ class MathTarget(FileTarget):
     description = "GSM8K train (+ optional MATH non-MATH-500 problems); held-out GSM8K test; eval GSM8K, MATH-500"
     default_reward = "math"
     answer_format = "number"
+    ilp_probe = "verify"
 
     @dataclass
     class Options(CappedOptions):

@@ -185,6 +185,22 @@ class MedicalTarget(FileTarget):
         cap = self.options.max_train_examples
         return items if cap is None else items[:cap]
 
+    def cpt_documents(self) -> list[str]:
+        """Raw domain text for continued pre-training (`objective: cpt`, `documents: target`): the
+        abstracts (CONTEXTS) of the labelled PubMedQA items outside the official test set, one document
+        each, in PMID order. Prompts of the PubMedQA training samples contain them, their answers never."""
+        labelled, test = self._pubmedqa_dicts()
+        docs = []
+        for pmid in sorted(labelled):
+            if pmid in test:
+                continue
+            ctx = labelled[pmid].get("CONTEXTS") or []
+            ctx = ctx if isinstance(ctx, list) else [ctx]
+            text = "\n".join(str(c).strip() for c in ctx if str(c).strip())
+            if text:
+                docs.append(text)
+        return docs
+
     def _medqa(self) -> list[Example]:
         out = []
         for lineno, rec in iter_medqa(self._path(MEDQA_TEST)):

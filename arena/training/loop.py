@@ -4,6 +4,9 @@ It owns what must be identical for every method and objective of a sweep: data o
 objective, seeded), token budget (steps × batch × seq_len), AdamW with warm-up + schedule,
 gradient accumulation normalised by the step's loss tokens, clipping, bf16 autocast over fp32
 master weights, NaN/inf detection, jsonl logging, checkpointing and resume.
+After each optimizer step the objective's `after_step` may log keys and end training early
+(`"stop": True`); its `state_dict()` rides in every checkpoint's state.json and is restored on
+resume, so decisions taken during training (SFT's resampling, progressive epochs) replay exactly.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ class TrainResult:
     peak_memory_mb: float
     fast_paths: dict = field(default_factory=dict)
     history: list = field(default_factory=list)
+    stopped_early_at: int | None = None  # the step an objective's after_step ended training at
+    objective_state: dict = field(default_factory=dict)  # Objective.state_dict() at the end (if any)
 
 
 def _truncate_log(log_path: Path, after_step: int) -> None:
@@ -101,6 +106,7 @@ def _train(ctx: TrainContext, objective: Objective, method, out_dir: Path | None
     if ckpt_dir is not None and (ckpts := list_checkpoints(ckpt_dir)):
         trainable, state = load_checkpoint(ckpts[-1], opt)
         method.load_trainable_state_dict(model, trainable)
+        objective.load_state_dict(state.get("objective", {}))
         start = state["step"]
         sched.last_epoch = start - 1
         with warnings.catch_warnings():  # "step() before optimizer.step()": intended on resume
@@ -112,7 +118,7 @@ def _train(ctx: TrainContext, objective: Objective, method, out_dir: Path | None
         _truncate_log(log_path, start)
 
     history, tokens, loss_tokens = [], 0, 0
-    first_loss = last_loss = None
+    first_loss = last_loss = stopped_at = None
     model.train()
     progress = None
     if cfg.progress:
@@ -154,28 +160,35 @@ def _train(ctx: TrainContext, objective: Objective, method, out_dir: Path | None
             method.on_step(model, step)
             sched.step()
             opt.zero_grad(set_to_none=True)
-
-            dt = time.perf_counter() - t0
+            dt = time.perf_counter() - t0  # before the hook: its scoring is no part of the step's throughput
+            hooked = objective.after_step(ctx, step)
+            stop = bool(hooked.pop("stop", False))
             tokens += step_real
             loss_tokens += step_tokens
             first_loss = loss_value if first_loss is None else first_loss
             last_loss = loss_value
             rec = {"step": step + 1, "loss": round(loss_value, 6), "lr": cur_lr, "grad_norm": round(grad_norm, 6),
                    "tokens": step_real, "loss_tokens": step_tokens, "tokens_per_s": round(step_real / dt, 1),
-                   "seconds": round(dt, 4), **{k: round(v, 6) for k, v in metrics.items()}}
+                   "seconds": round(dt, 4), **{k: round(v, 6) for k, v in metrics.items()}, **hooked}
             probe = ctx.extras.get("step_probe")
             if probe is not None and cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
                 rec["probe"] = probe(model, step + 1)
                 model.train()
             history.append(rec)
-            if log_file and ((step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps):
+            if log_file and ((step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps or stop or hooked):
                 log_file.write(json.dumps(rec) + "\n")
                 log_file.flush()
             if progress:
                 progress.set_postfix(loss=f"{loss_value:.4f}", tok_s=f"{step_real / dt:.0f}")
                 progress.update(1)
+            if stop and step + 1 < cfg.steps:
+                stopped_at = step + 1
+                break
             if ckpt_dir is not None and cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
-                save_checkpoint(ckpt_dir, step + 1, method.trainable_state_dict(model), opt, {"loss": loss_value},
+                extra = {"loss": loss_value}
+                if state := objective.state_dict():
+                    extra["objective"] = state
+                save_checkpoint(ckpt_dir, step + 1, method.trainable_state_dict(model), opt, extra,
                                 keep=cfg.keep_checkpoints)
     finally:
         if log_file:
@@ -184,7 +197,7 @@ def _train(ctx: TrainContext, objective: Objective, method, out_dir: Path | None
             progress.close()
     seconds = time.perf_counter() - t_start
     return TrainResult(
-        steps=cfg.steps,
+        steps=stopped_at or cfg.steps,
         resumed_from=start,
         tokens=tokens,
         loss_tokens=loss_tokens,
@@ -195,4 +208,6 @@ def _train(ctx: TrainContext, objective: Objective, method, out_dir: Path | None
         peak_memory_mb=round(peak_memory_mb(ctx.device), 1),
         fast_paths=fast_paths,
         history=history,
+        stopped_early_at=stopped_at,
+        objective_state=objective.state_dict(),
     )
