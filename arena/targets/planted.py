@@ -4,26 +4,23 @@ It exists to test `arena ilp` end to end: every training sample carries `meta["p
 incomplete learning it was built to suffer from (None: a normal sample), so the attribution can be
 scored for precision and recall per cause (tests/test_ilp_planted.py). No data files are read.
 
-The world (fixed by `data_seed`): people with made-up two-word names, each with four attributes
-(room, badge, locker, desk) whose values are 3-digit numbers (single tokens of the tiny model's
-tokenizer, so multiple-choice options differ by one token). Each attribute has its own closed
-vocabulary of `values` numbers: the first `common` are the values the world's known facts use, the
-rest are "rare": no pre-training document ever states them. The pre-training corpus
-(`cpt_documents`) states the known facts in several phrasings; SFT (`train_examples`) asks for them.
+The world (fixed by `data_seed`): people named "member 42 17" (two numbers below 100, none shared
+between people, so a person's prompts are alike under TF-IDF and other people's are not), each with
+four attributes (room, badge, locker, desk) whose values are 3-digit numbers (single tokens of the
+tiny tokenizer, so MC options differ by one token). Each attribute has `values` values: the first
+`common` are the ones known facts use, the rest are "rare": no pre-training document ever states
+them, and every planted answer is one. `cpt_documents` states the known facts in three phrasings;
+a fact it does not know is only rumoured ("Some say ...", each common value once).
 
-The plants, and why each fails to be learned under the intended budget (see `PLAN` in the test):
-
-I    facts about `i_people` people the corpus never mentions, with rare values; each asked once, in
-     the third quarter of the data: the starting model cannot know them, one exposure does not teach them.
-II   `ii_facts` facts the corpus states (`ii_boost` times more often than the rest) with one value and
-     SFT labels with a rare other value, asked once in the third quarter: the prior wins.
-III  `iii_pairs` facts the corpus never states, asked twice: the "winner" prompt with a common value in
-     every pass (`iii_repeats` copies a pass), and a near-identical prompt (`twin_prompt`, TF-IDF cosine
-     1.0) with a rare value, once in the third quarter: the data contradict each other.
-IV   `iv_facts` facts the corpus never states (rare values), `iv_repeats` copies each in the first
-     pass and never again: learned early, then forgotten.
-V    `v_facts` long, rare-format records (a ledger entry of `v_words` made-up words ending in a vault
-     number, a vocabulary of its own), once in every pass: still being fitted when the budget ends.
+I    `i_people` people the corpus knows nothing about, one fact each asked once in the third pass.
+II   `ii_facts` facts of normal people the corpus states (`ii_boost` extra times) and SFT relabels
+     with a rare value, asked once in the third pass: the prior wins.
+III  `iii_pairs` rumoured facts asked twice: the winner (common value, `iii_repeats` copies a pass)
+     and a near-identical prompt (`twin_prompt`, TF-IDF cosine ~0.97) with a rare value, once in
+     the third pass.
+IV   `iv_facts` rumoured facts, `iv_repeats` copies each in the first pass and never again.
+V    `v_facts` people whose four samples are long "ledger" records (`v_words` made-up words before
+     the statement; rare format), `v_repeats` copies a pass; one fact each is rumoured, not stated.
 
 Data order (for `objective.order: given`): `passes` passes over the repeated samples (normal, III
 winners, V records), each in its own seeded order; the first pass also holds the IV copies, the third
@@ -58,14 +55,8 @@ ATTRIBUTES: dict[str, tuple[str, str, tuple[str, ...]]] = {
 }
 # held-out phrasing of the same facts (the train questions are never reused)
 HELDOUT_QUESTION = "Tell me the {attr} of {name}."
-V_PROMPT = "Recite the vault ledger of {name} in full."
-V_SOURCE = "vault"
-
-def twin_prompt(question: str) -> str:
-    """The III loser's prompt: the winner's with its first letter lowered and no question mark,
-    textually different but the same words (TF-IDF cosine 1.0, arena/data/similarity.py)."""
-    return question[0].lower() + question[1:].rstrip("?")
-
+LEDGER_PROMPT = "Ledger of {name}: {question}"  # the rare long format of V people's samples
+RUMOUR = "Some say {statement}"  # how the corpus mentions a fact it does not know
 PLANTS = ("I", "II", "III", "IV", "V")
 # " 0".." 188" are single tokens of the tiny tokenizer (except these two): people are named by two
 # numbers below 100, values are numbers from 100 up, so a name never reads as a value.
@@ -73,6 +64,12 @@ NUMBERS = [v for v in range(100, 189) if v not in (174, 186)]
 ID_NUMBERS = list(range(100))
 _CONSONANTS = "bdfgklmnprstvz"
 _VOWELS = "aeiou"
+
+
+def twin_prompt(question: str) -> str:
+    """The III loser's prompt: the winner's with its first letter lowered and no question mark
+    (TF-IDF cosine about 0.97 under arena/data/similarity.py, which counts punctuation)."""
+    return question[0].lower() + question[1:].rstrip("?")
 
 
 def _word(rng: random.Random, syllables: int) -> str:
@@ -83,20 +80,28 @@ def _word(rng: random.Random, syllables: int) -> str:
 @dataclass
 class Fact:
     person: str
-    attr: str  # an ATTRIBUTES key, or V_SOURCE
+    attr: str  # an ATTRIBUTES key
     value: int  # what SFT labels
     plant: Optional[str] = None
-    corpus_value: Optional[int] = None  # what the corpus states (None: never stated)
-    ledger: str = ""  # V only: the record's made-up words
+    corpus_value: Optional[int] = None  # what the corpus states (None: only rumours, every common value once)
+    ledger: str = ""  # V people's samples: the made-up words of the long record
 
 
 @dataclass
 class World:
     people: list[str]
-    facts: list[Fact]  # the SFT facts (III: the winner; the loser is `twins`)
-    twins: list[Fact]  # III losers, same person and attribute as facts[...] winners
-    corpus: list[Fact]  # facts the pre-training corpus states
-    values: dict[str, list[int]]  # attribute -> its vocabulary (common first)
+    facts: list[Fact]  # the SFT facts (III: the winner; the loser is in `twins`)
+    twins: list[Fact]  # III losers: same person and attribute as a winner, another value
+    values: dict[str, list[int]]  # attribute -> its vocabulary (common values first)
+
+    def corpus_facts(self) -> list[Fact]:
+        """One entry per (person, attribute) the corpus mentions, stated or rumoured."""
+        seen, out = set(), []
+        for f in self.facts:
+            if (f.person, f.attr) not in seen:
+                seen.add((f.person, f.attr))
+                out.append(f)
+        return out
 
 
 @TARGETS.register("planted")
@@ -109,8 +114,8 @@ class PlantedTarget(Target):
 
     @dataclass
     class Options:
-        people: int = 24  # normal people: every fact in the corpus and asked in SFT
-        i_people: int = 4  # I: people absent from the corpus (all four attributes planted)
+        people: int = 20  # normal people: every fact in the corpus and asked in SFT
+        i_people: int = 12  # I: people the corpus knows nothing about (one fact of each asked)
         ii_facts: int = 8  # II: facts of normal people whose SFT label contradicts the corpus
         iii_pairs: int = 6  # III: conflicting near-duplicate pairs (one person each)
         iv_facts: int = 6  # IV: facts taught only at the start (one person each)
@@ -119,14 +124,15 @@ class PlantedTarget(Target):
         common: int = 5  # of those, the values known facts use (the rest: rare, never in the corpus)
         passes: int = 4  # passes over the repeated samples
         iii_repeats: int = 2  # copies of each III winner per pass
-        iv_repeats: int = 8  # copies of each IV fact in the opening block
-        v_words: int = 12  # made-up words in a V ledger
+        iv_repeats: int = 16  # copies of each IV fact in the opening block
+        v_repeats: int = 2  # copies of each V person's ledger samples per pass
+        v_words: int = 10  # made-up words in a ledger
         cpt_repeats: int = 8  # copies of each person's corpus paragraph
-        ii_boost: int = 2  # extra corpus statements of each II fact per paragraph
+        ii_boost: int = 6  # extra corpus statements of each II fact per paragraph
         data_seed: int = 0
 
         def __post_init__(self):
-            for name in ("people", "values", "common", "passes", "iii_repeats", "iv_repeats", "v_words",
+            for name in ("people", "values", "common", "passes", "iii_repeats", "iv_repeats", "v_repeats", "v_words",
                          "cpt_repeats"):
                 if getattr(self, name) <= 0:
                     raise ConfigError(f"target.{name}", getattr(self, name), "must be a positive integer")
@@ -136,10 +142,10 @@ class PlantedTarget(Target):
             if not 2 <= self.common < self.values:
                 raise ConfigError("target.common", self.common,
                                   f"must be in [2, values) (= [2, {self.values})): rare values are the rest")
-            if self.values * (len(ATTRIBUTES) + 1) > len(NUMBERS):
+            if self.values * len(ATTRIBUTES) > len(NUMBERS):
                 raise ConfigError("target.values", self.values,
-                                  f"must be <= {len(NUMBERS) // (len(ATTRIBUTES) + 1)} (disjoint vocabularies of "
-                                  f"{len(ATTRIBUTES) + 1} attributes from {len(NUMBERS)} numbers)")
+                                  f"must be <= {len(NUMBERS) // len(ATTRIBUTES)} (disjoint vocabularies of "
+                                  f"{len(ATTRIBUTES)} attributes from {len(NUMBERS)} numbers)")
             total = self.people + self.i_people + self.iii_pairs + self.iv_facts + self.v_facts
             if 2 * total > len(ID_NUMBERS):
                 raise ConfigError("target.people", self.people,
@@ -173,99 +179,91 @@ class PlantedTarget(Target):
         ids = stable_shuffle(ID_NUMBERS, f"planted/names/{o.data_seed}")
         names = [f"member {ids[2 * k]} {ids[2 * k + 1]}" for k in range(n_people)]
         numbers = stable_shuffle(NUMBERS, f"planted/values/{o.data_seed}")
-        attrs = list(ATTRIBUTES) + [V_SOURCE]
+        attrs = list(ATTRIBUTES)
         values = {a: numbers[k * o.values:(k + 1) * o.values] for k, a in enumerate(attrs)}
 
         def common(a: str) -> int:
             return values[a][rand_int(rng, 0, o.common - 1)]
 
-        def rare(a: str, avoid: int | None = None) -> int:
-            pool = [v for v in values[a][o.common:] if v != avoid]
-            return pool[rand_int(rng, 0, len(pool) - 1)]
+        def rare(a: str) -> int:
+            return values[a][rand_int(rng, o.common, o.values - 1)]
 
-        at = 0
+        def ledger() -> str:
+            return " ".join(_word(rng, 2) for _ in range(o.v_words))
 
-        def take(k: int) -> list[str]:
-            nonlocal at
-            out, at = names[at:at + k], at + k
-            return out
-
-        normal, i_people, iii_people, iv_people, v_people = (
-            take(o.people), take(o.i_people), take(o.iii_pairs), take(o.iv_facts), take(o.v_facts))
+        groups, at = [], 0
+        for k in (o.people, o.i_people, o.iii_pairs, o.iv_facts, o.v_facts):
+            groups.append(names[at:at + k])
+            at += k
+        normal, i_people, iii_people, iv_people, v_people = groups
         facts: list[Fact] = []
         twins: list[Fact] = []
-        corpus: list[Fact] = []
-        attr_names = list(ATTRIBUTES)
         ii_people = set(stable_shuffle(normal, f"planted/ii/{o.data_seed}")[:o.ii_facts])
         for p in normal:
-            ii_attr = attr_names[rand_int(rng, 0, len(attr_names) - 1)] if p in ii_people else None
-            for a in attr_names:
+            ii_attr = attrs[rand_int(rng, 0, len(attrs) - 1)] if p in ii_people else None
+            for a in attrs:
                 v = common(a)
-                corpus.append(Fact(p, a, v, corpus_value=v))
-                if a == ii_attr:
-                    facts.append(Fact(p, a, rare(a), plant="II", corpus_value=v))
-                else:
-                    facts.append(Fact(p, a, v, corpus_value=v))
-        for p in i_people:
-            facts += [Fact(p, a, rare(a), plant="I") for a in attr_names]
-        # III, IV and V people: known people (their other facts are normal), one planted fact each
+                facts.append(Fact(p, a, rare(a), plant="II", corpus_value=v) if a == ii_attr
+                             else Fact(p, a, v, corpus_value=v))
+        for p in i_people:  # one fact each: a learned sibling fact would read as "a similar sample was learned"
+            a = attrs[rand_int(rng, 0, len(attrs) - 1)]
+            facts.append(Fact(p, a, rare(a), plant="I"))
+        # III, IV and V people are known people (their other facts are normal) with one planted fact
         for group, plant in ((iii_people, "III"), (iv_people, "IV"), (v_people, "V")):
             for p in group:
-                planted_attr = V_SOURCE if plant == "V" else attr_names[rand_int(rng, 0, len(attr_names) - 1)]
-                for a in attr_names:
-                    if a == planted_attr:
-                        continue
-                    v = common(a)
-                    corpus.append(Fact(p, a, v, corpus_value=v))
-                    facts.append(Fact(p, a, v, corpus_value=v))
-                if plant == "III":
-                    win = common(planted_attr)
-                    facts.append(Fact(p, planted_attr, win, plant="III"))
-                    twins.append(Fact(p, planted_attr, rare(planted_attr), plant="III"))
-                elif plant == "IV":
-                    facts.append(Fact(p, planted_attr, rare(planted_attr), plant="IV"))
-                else:
-                    ledger = " ".join(_word(rng, 2) for _ in range(o.v_words))
-                    facts.append(Fact(p, V_SOURCE, values[V_SOURCE][rand_int(rng, 0, o.values - 1)], plant="V",
-                                      ledger=ledger))
-        return World(people=names, facts=facts, twins=twins, corpus=corpus, values=values)
+                planted = attrs[rand_int(rng, 0, len(attrs) - 1)]
+                words = plant == "V"
+                for a in attrs:
+                    if a != planted:
+                        v = common(a)
+                        facts.append(Fact(p, a, v, corpus_value=v, ledger=ledger() if words else ""))
+                    elif plant == "III":
+                        facts.append(Fact(p, a, common(a), plant="III"))
+                        twins.append(Fact(p, a, rare(a), plant="III"))
+                    else:
+                        facts.append(Fact(p, a, rare(a), plant=plant, ledger=ledger() if words else ""))
+        return World(people=names, facts=facts, twins=twins, values=values)
 
     # ------------------------------------------------------------------------------ texts
     @staticmethod
     def example(f: Fact, twin: bool = False, split: str = "train") -> Example:
-        if f.attr == V_SOURCE:
-            prompt = V_PROMPT.format(name=f.person)
-            response = f"The ledger of {f.person} reads: {f.ledger}; its vault number is {f.value}."
+        q, a, _ = ATTRIBUTES[f.attr]
+        question, statement = q.format(name=f.person), a.format(name=f.person, v=f.value)
+        if split == "heldout":
+            prompt, response = HELDOUT_QUESTION.format(attr=f.attr, name=f.person), statement
+        elif f.ledger:
+            prompt = LEDGER_PROMPT.format(name=f.person, question=question)
+            response = f"The ledger of {f.person} reads: {f.ledger}; {statement}"
         else:
-            q, a, _ = ATTRIBUTES[f.attr]
-            prompt = (twin_prompt(q) if twin else q).format(name=f.person)
-            if split == "heldout":
-                prompt = HELDOUT_QUESTION.format(attr=f.attr, name=f.person)
-            response = a.format(name=f.person, v=f.value)
+            prompt, response = (twin_prompt(question) if twin else question), statement
         source = f.attr if split == "train" else f"{f.attr}_heldout"
         return Example(prompt=prompt, response=response, answer=str(f.value),
                        meta={"source": source, "plant": f.plant, "person": f.person, "attr": f.attr})
 
     def cpt_documents(self) -> list[str]:
-        """The pre-training corpus: per person a paragraph of their stated facts, `cpt_repeats`
-        times, phrasings rotated; II facts stated `ii_boost` more times (the prior SFT contradicts).
-        Facts of I people and the III/IV/V planted facts are never stated."""
+        """The pre-training corpus: per person a paragraph, `cpt_repeats` times, phrasings rotated.
+        A known fact is stated in each paragraph (II facts `ii_boost` extra times: the prior SFT
+        contradicts); a fact the corpus does not know (I people, the III/IV/V planted facts) is only
+        rumoured, once for each common value across the paragraphs, so the starting model is unsure
+        (a tiny model that never saw a person guesses confidently, which would read as cause II)."""
         o, w = self.options, self.world()
         ii = {(f.person, f.attr) for f in w.facts if f.plant == "II"}
-        by_person: dict[str, list[Fact]] = {}
-        for f in w.corpus:
-            by_person.setdefault(f.person, []).append(f)
-        docs = []
-        for r in range(o.cpt_repeats):
-            for person, facts in by_person.items():
-                lines = []
-                for k, f in enumerate(facts):
-                    _, first, others = ATTRIBUTES[f.attr]
-                    phrasings = (first, *others)
+        lines: dict[tuple[int, str], list[str]] = {}
+        for k, f in enumerate(w.corpus_facts()):
+            _, first, others = ATTRIBUTES[f.attr]
+            phrasings = (first, *others)
+            for r in range(o.cpt_repeats):
+                if f.corpus_value is not None:
                     n = 1 + (o.ii_boost if (f.person, f.attr) in ii else 0)
-                    lines += [phrasings[(r + k + j) % len(phrasings)].format(name=person, v=f.corpus_value)
-                              for j in range(n)]
-                docs.append(" ".join(stable_shuffle(lines, f"planted/cpt/{o.data_seed}/{r}/{person}")))
+                    lines.setdefault((r, f.person), []).extend(
+                        phrasings[(r + k + j) % len(phrasings)].format(name=f.person, v=f.corpus_value) for j in range(n))
+            if f.corpus_value is None:
+                for j, v in enumerate(w.values[f.attr][:o.common]):
+                    r = (k + j) % o.cpt_repeats
+                    say = phrasings[(r + k) % len(phrasings)]
+                    lines.setdefault((r, f.person), []).append(RUMOUR.format(statement=say.format(name=f.person, v=v)))
+        docs = [" ".join(stable_shuffle(ls, f"planted/cpt/{o.data_seed}/{r}/{person}"))
+                for (r, person), ls in sorted(lines.items())]
         return stable_shuffle(docs, f"planted/cpt/{o.data_seed}")
 
     def train_examples(self, seed: int) -> list[Example]:
@@ -279,6 +277,8 @@ class PlantedTarget(Target):
                 once.append(self.example(f))
             elif f.plant == "III":
                 repeated += [self.example(f)] * o.iii_repeats
+            elif f.ledger:
+                repeated += [self.example(f)] * o.v_repeats
             elif f.plant != "IV":
                 repeated.append(self.example(f))
         once += [self.example(f, twin=True) for f in w.twins]
