@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Optional
 
 from arena.components import TARGETS
 from arena.data.io import rand_int, stable_shuffle
@@ -82,8 +81,8 @@ class Fact:
     person: str
     attr: str  # an ATTRIBUTES key
     value: int  # what SFT labels
-    plant: Optional[str] = None
-    corpus_value: Optional[int] = None  # what the corpus states (None: only rumours, every common value once)
+    plant: str | None = None
+    corpus_value: int | None = None  # what the corpus states (None: only rumours, every common value once)
     ledger: str = ""  # V people's samples: the made-up words of the long record
 
 
