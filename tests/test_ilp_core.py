@@ -115,11 +115,14 @@ def test_rule_i_base_cannot_and_no_similar_sample_learned():
 
 
 def test_rule_ii_confident_base_error_that_sft_did_not_move():
-    ev = {"base_top": {"answer": "blue", "prob": 0.9, "correct": False}, "jsd": 0.05}
+    ev = {"base_top": {"answer": "blue", "prob": 0.9, "correct": False}, "tuned_top": "blue", "jsd": 0.5,
+          "base_mc_pass": 0.0, "learned_neighbours": [7]}
     assert causes.cause_ii(ev, S) is True
-    assert causes.cause_ii({**ev, "jsd": 0.6}, S) is False  # SFT moved it: not the prior winning
+    assert causes.cause_ii({**ev, "tuned_top": "green"}, S) is False  # SFT moved it off the base's answer
     assert causes.cause_ii({**ev, "base_top": {"answer": "red", "prob": 0.9, "correct": True}}, S) is False
     assert causes.cause_ii({**ev, "base_top": {"answer": "blue", "prob": 0.3, "correct": False}}, S) is False
+    assert causes.cause_ii({**ev, "learned_neighbours": []}, S) is False  # nothing near is known: a guess (cause I)
+    assert causes.cause_ii(ev, IlpSettings(ii_jsd_max=0.3)) is False  # the optional JSD cap
     assert causes.cause_ii({"jsd": 0.1}, S) is None
 
 
@@ -130,10 +133,11 @@ def test_rule_iii_near_duplicate_with_another_answer():
 
 
 def test_rule_iv_early_learned_then_lost_confirmed_by_reversal():
-    ev = {"steps": 100, "first_seen": 10, "checkpoints": _traj((25, 0.8, 0.5), (50, 0.4, 1.0), (100, 0.0, 2.0)),
-          "reversed_pass": 0.8}
+    ev = {"steps": 100, "first_seen": 10, "last_seen": 20,
+          "checkpoints": _traj((25, 0.8, 0.5), (50, 0.4, 1.0), (100, 0.0, 2.0)), "reversed_pass": 0.8}
     assert causes.cause_iv(ev, S) is True
-    assert causes.cause_iv({**ev, "first_seen": 70}, S) is False  # seen late: not left-side
+    assert causes.cause_iv({**ev, "first_seen": 70, "last_seen": 70}, S) is False  # seen late: not left-side
+    assert causes.cause_iv({**ev, "last_seen": 90}, S) is False  # trained on again late: not left-side
     assert causes.cause_iv({**ev, "reversed_pass": 0.0}, S) is False  # the reversed run does not keep it either
     assert causes.cause_iv({**ev, "reversed_pass": None}, S) is True  # no control: the other conditions decide
     never = {**ev, "checkpoints": _traj((25, 0.2, 2.0), (50, 0.4, 1.0), (100, 0.0, 2.0))}
@@ -142,9 +146,18 @@ def test_rule_iv_early_learned_then_lost_confirmed_by_reversal():
 
 
 def test_rule_v_loss_still_falling_and_learned_when_longer():
-    ev = {"checkpoints": _traj((50, 0.0, 2.0), (100, 0.0, 1.5)), "longer_pass": 0.8}
+    ev = {"checkpoints": _traj((50, 0.0, 2.0), (100, 0.0, 1.5)), "longer_pass": 0.8, "last_seen": 90}
+    # a last checkpoint two steps before the end is skipped: the segment starts at the one before
+    near_end = {**ev, "last_seen": 120, "checkpoints": _traj((33, 0.0, 3.0), (66, 0.0, 2.0), (99, 0.0, 1.6), (132, 0.0, 1.52),
+                                           (134, 0.0, 1.5))}
+    assert causes.cause_v(near_end, S) is True  # 1.6 -> 1.5 (6%), not 1.52 -> 1.5 (1%)
+    assert causes.cause_v({**near_end, "last_seen": 98}, S) is False
     assert causes.cause_v(ev, S) is True
     assert causes.cause_v({**ev, "longer_pass": 0.0}, S) is False
+    assert causes.cause_v({**ev, "last_seen": 40}, S) is False  # not trained on in the last segment: drift
+    assert causes.cause_v({**ev, "last_seen": None}, S) is False
+    no_order = {k: v for k, v in ev.items() if k != "last_seen"}
+    assert causes.cause_v(no_order, S) is True
     flat = {**ev, "checkpoints": _traj((50, 0.0, 2.0), (100, 0.0, 1.99))}
     assert causes.cause_v(flat, S) is False
     assert causes.cause_v({"checkpoints": _traj((100, 0.0, 2.0))}, S) is None
@@ -152,7 +165,7 @@ def test_rule_v_loss_still_falling_and_learned_when_longer():
 
 def test_attribute_reports_every_matching_cause():
     ev = {"base_mc_pass": 0.0, "learned_neighbours": [], "conflicts": [{"index": 1, "similarity": 1.0, "answer": "b"}],
-          "base_top": {"answer": "b", "prob": 0.2, "correct": False}, "jsd": 0.0}
+          "base_top": {"answer": "b", "prob": 0.2, "correct": False}, "tuned_top": "b", "jsd": 0.0}
     found, verdicts = causes.attribute(ev, S, ["I", "II", "III", "IV"])
     assert found == ["I", "III"] and verdicts == {"I": True, "II": False, "III": True, "IV": None}
 

@@ -75,11 +75,11 @@ def similar_prompts(tested, all_examples, tested_idx: list[int], similarity: flo
     return neighbours, conflicts
 
 
-def first_seen(objective, ctx, until: int | None = None) -> tuple[list[int | None] | None, str | None]:
-    """Per training example, the first optimizer step that trained on it (None: never), from the SFT
-    objective's planned row stream up to step `until` (a progressive run that stopped early);
+def seen_range(objective, ctx, until: int | None = None):
+    """Per training example, (first, last) optimizer step that trained on it ((None, None): never), from
+    the SFT objective's planned row stream up to step `until` (a progressive run that stopped early);
     (None, why) when the objective cannot say."""
     if not hasattr(objective, "seen_steps"):
         return None, "the sft objective does not expose its data order (seen_steps)"
     seen = objective.seen_steps(ctx, until=until)
-    return [min(s) if s else None for s in seen], None
+    return [(min(x), max(x)) if x else (None, None) for x in seen], None

@@ -181,12 +181,20 @@ def ilp_run(run_dir, settings: IlpSettings, device: str = "auto", log=print, wri
 
     trained = (read_record(run_dir) or {}).get("train") or {}
     steps_run = int(trained.get("stopped_early_at") or trained.get("steps") or cfg.train.steps)
-    first, order_missing = evidence.first_seen(objective, ctx, until=steps_run)
+    seen, order_missing = evidence.seen_range(objective, ctx, until=steps_run)
     if order_missing and "IV" in asked and "IV" not in missing:
         if s.causes != ["auto"]:
             raise ArenaError(f"ilp.causes: cause IV needs the run's data order: {order_missing}")
         missing["IV"] = order_missing
-    eligible = [True] * len(examples) if first is None else [f is not None for f in first]
+    if seen is not None:
+        # a sample repeated verbatim in the data (several indices, one key) was trained on at every copy's steps
+        span: dict[str, tuple] = {}
+        for k, (f, l) in zip(keys, seen):
+            if f is not None:
+                old = span.get(k)
+                span[k] = (f, l) if old is None else (min(old[0], f), max(old[1], l))
+        seen = [span.get(k, (None, None)) for k in keys]
+    eligible = [True] * len(examples) if seen is None else [f is not None for f, _ in seen]
     idx = pick_tested(examples, keys, s.samples, s.seed, eligible)
     tested = [examples[i] for i in idx]
     items = mc.build_items(tested, pools, s.candidates, s.options, s.n, s.seed, [keys[i] for i in idx])
@@ -267,20 +275,23 @@ def ilp_run(run_dir, settings: IlpSettings, device: str = "auto", log=print, wri
         ev = {
             "base_mc_pass": base_mc[i], "tuned_mc_pass": tuned_mc[i],
             "base_top": {"answer": it.answers[top][:200], "prob": round(p_base[top], 6), "correct": top == 0},
+            "tuned_top": it.answers[max(range(len(p_tuned)), key=lambda j: p_tuned[j])][:200],
             "jsd": round(jsd_bits(p_base, p_tuned), 6),
             "neighbours": [[j, round(float(sim), 4)] for j, sim in neighbours[i][:5]],
             "learned_neighbours": [j for j, _ in neighbours[i] if not unlearned[j]][:5],
             "conflicts": conflicts[i][:5],
             "steps": steps_run,
-            "first_seen": None if first is None else first[idx[i]],
+            "first_seen": None if seen is None else seen[idx[i]][0],
+            "last_seen": None if seen is None else seen[idx[i]][1],
             "reversed_pass": control_pass["reversed"][i] if "reversed" in control_pass else None,
             "longer_pass": control_pass["longer"][i] if "longer" in control_pass else None,
             "checkpoints": None if traj is None else
             [{"step": c["step"], "mc_pass": c["mc_pass"][i], "nll": c["nll"][i]} for c in traj]
             + [{"step": steps_run, "mc_pass": tuned_mc[i], "nll": tuned_nll[i]}],
         }
-        if first is None:
+        if seen is None:
             ev.pop("first_seen")
+            ev.pop("last_seen")
         found, verdicts = rules.attribute(ev, s, [c for c in asked if c not in missing]) if unlearned[i] else ([], {})
         pred = it.answers[max(range(len(p_tuned)), key=lambda j: p_tuned[j])]
         rows.append({"index": idx[i], "key": keys[idx[i]], "source": str(ex.meta.get("source", "")),
@@ -346,7 +357,8 @@ def summarise(rows, s: IlpSettings, asked, missing, probe, n_train, per_seed, se
 
 
 def _example(r: dict) -> dict:
-    keep = ("base_mc_pass", "tuned_mc_pass", "base_top", "jsd", "conflicts", "first_seen", "reversed_pass",
+    keep = ("base_mc_pass", "tuned_mc_pass", "base_top", "tuned_top", "jsd", "conflicts", "first_seen", "last_seen",
+            "reversed_pass",
             "longer_pass")
     ev = {k: r["evidence"][k] for k in keep if k in r["evidence"]}
     if r["evidence"].get("checkpoints"):

@@ -37,11 +37,11 @@ class IlpSettings:
     i_base_max: float = 0.2  # I: the base's MC pass@N at most this
     similarity: float = 0.5  # I: prompts at least this similar are "similar samples"
     ii_confidence: float = 0.5  # II: the base puts at least this probability on one wrong answer
-    ii_jsd_max: float = 0.3  # II: ... and JSD(base, tuned) over the answers is at most this (moved little)
+    ii_jsd_max: float = 1.0  # II: optional cap on JSD(base, tuned) in bits (1: none; see arena/ilp/causes.py)
     iii_similarity: float = 0.9  # III: near-duplicate prompts (TF-IDF cosine) with another answer
-    iv_early: float = 0.5  # IV: first seen within this share of the run's steps
+    iv_early: float = 0.5  # IV: trained on only within this share of the run's steps
     iv_learned: float = 0.6  # IV: MC pass@N at an earlier checkpoint at least this
-    v_drop: float = 0.05  # V: reference NLL fell by at least this share between the last two checkpoints
+    v_drop: float = 0.05  # V: reference NLL fell by at least this share over the last checkpoint segment
     engine: str = "auto"  # generation engine of the verify probe (arena/generation)
     precision: str = "auto"
     batch_size: int = 16  # sequences per scoring forward
