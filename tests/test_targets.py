@@ -68,7 +68,12 @@ def check_target_contract(t) -> None:
     held = t.heldout_examples(6, seed=0)
     assert held == t.heldout_examples(6, seed=0)
     assert len(held) == 6 and all(isinstance(e, Example) and e.prompt and e.response and e.answer for e in held)
-    assert t.eval_tasks() and all(n in TASKS for n in t.eval_tasks())
+    assert all(n in TASKS for n in t.eval_tasks())
+    if not t.eval_tasks():  # a target without benchmarks says so when its suite is asked for
+        from arena.evaluation.suites import target_tasks
+
+        with pytest.raises(ConfigError, match="has no benchmarks of its own"):
+            target_tasks(t)
     d = t.describe()
     assert "error" not in d and d["train"]["size"] > 0 and d["heldout"]["pool"] > 0
     json.dumps(d)  # describe() goes into JSON run records

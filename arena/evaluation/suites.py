@@ -12,6 +12,9 @@ GENERAL = ("ifeval", "bbh", "nq_open")
 def target_tasks(target) -> list[str]:
     """A target's benchmarks (`Target.eval_tasks()`), checked against the task registry."""
     names = list(target.eval_tasks())
+    if not names:  # e.g. the synthetic `planted` target: probes and `arena ilp` score it, no benchmark does
+        raise ConfigError("suites", "target", f"target {target.name!r} has no benchmarks of its own; "
+                          "use the general suite (its held-out probes and `arena ilp` score it)")
     for n in names:
         get_task(n)
     return names
