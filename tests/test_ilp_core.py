@@ -123,6 +123,10 @@ def test_rule_ii_confident_base_error_that_sft_did_not_move():
     assert causes.cause_ii({**ev, "base_top": {"answer": "blue", "prob": 0.3, "correct": False}}, S) is False
     assert causes.cause_ii({**ev, "learned_neighbours": []}, S) is False  # nothing near is known: a guess (cause I)
     assert causes.cause_ii(ev, IlpSettings(ii_jsd_max=0.3)) is False  # the optional JSD cap
+    taught = {**ev, "conflicts": [{"index": 2, "similarity": 0.95, "answer": "blue"}]}
+    assert causes.cause_ii(taught, S) is False  # a near-duplicate teaches "blue": data conflict (III)
+    lost = {**ev, "checkpoints": _traj((10, 0.8, 0.2), (20, 0.0, 1.0))}
+    assert causes.cause_ii(lost, S) is False  # learned at step 10, then lost: forgetting (IV)
     assert causes.cause_ii({"jsd": 0.1}, S) is None
 
 

@@ -11,8 +11,10 @@ I   missing pre-training knowledge: the starting model cannot answer it either (
 II  conflict with the base model's knowledge: the starting model is confidently wrong (its most
     likely answer is a wrong one, with probability >= `ii_confidence` over the sample's MC candidates),
     SFT did not move it off that answer (the tuned model's most likely answer is the same wrong one:
-    the prior won), and the starting model's failure is not a guess (rule I does not hold: something
-    near the sample was learned, so the region is known). `ii_jsd_max` optionally caps
+    the prior won) at any point of the run (no checkpoint had MC pass@N >= `iv_learned`: learned and
+    then lost is IV), that answer is not taught by a conflicting near-duplicate (that is III), and the
+    starting model's failure is not a guess (rule I does not hold: something near the sample was
+    learned, so the region is known). `ii_jsd_max` optionally caps
     JSD(base, tuned answer distributions) in bits as well (default 1: no cap). The paper's table uses
     "D_JS > 0.3" as its conflict signal; measured on the planted world (tests/test_ilp_planted.py)
     SFT moves every answer distribution by ~0.37 bits through the chat format alone, learned or not,
@@ -53,7 +55,13 @@ def cause_ii(ev: dict, s: IlpSettings) -> bool | None:
         return None
     confident_wrong = (not top["correct"]) and top["prob"] >= s.ii_confidence
     kept = ev["tuned_top"] == top["answer"]
-    return confident_wrong and kept and jsd <= s.ii_jsd_max and cause_i(ev, s) is not True
+    # the kept answer is the base's, not one a conflicting training sample teaches (that is III) ...
+    from_data = any(c.get("answer") == top["answer"] for c in ev.get("conflicts") or [])
+    # ... and SFT never overcame it along the run (learned, then lost, is forgetting: IV)
+    traj = ev.get("checkpoints") or []
+    once_learned = any(p["mc_pass"] >= s.iv_learned for p in traj[:-1])
+    return (confident_wrong and kept and jsd <= s.ii_jsd_max and not from_data and not once_learned
+            and cause_i(ev, s) is not True)
 
 
 def cause_iii(ev: dict, s: IlpSettings) -> bool | None:
@@ -109,7 +117,8 @@ def rule_text(cause: str, s: IlpSettings) -> str:
     return {
         "I": f"base MC pass@{s.n} <= {s.i_base_max} and no similar sample (prompt similarity >= {s.similarity}) learned",
         "II": f"base's top answer wrong with p >= {s.ii_confidence}, still the tuned model's top answer"
-              + (f", JSD(base, tuned) <= {s.ii_jsd_max} bits" if s.ii_jsd_max < 1 else "") + ", and not cause I",
+              + (f", JSD(base, tuned) <= {s.ii_jsd_max} bits" if s.ii_jsd_max < 1 else "")
+              + ", never learned along the run, not a conflicting duplicate's answer, and not cause I",
         "III": f"a near-duplicate training prompt (similarity >= {s.iii_similarity}) with a different answer",
         "IV": f"trained on only in the first {s.iv_early:.0%} of steps, MC pass@{s.n} >= {s.iv_learned} at an earlier "
               f"checkpoint, and learned in the reversed-order control when it ran",
