@@ -118,13 +118,14 @@ def test_rule_ii_confident_base_error_that_sft_did_not_move():
     ev = {"base_top": {"answer": "blue", "prob": 0.9, "correct": False}, "tuned_top": "blue", "jsd": 0.5,
           "base_mc_pass": 0.0, "learned_neighbours": [7]}
     assert causes.cause_ii(ev, S) is True
-    assert causes.cause_ii({**ev, "tuned_top": "green"}, S) is False  # SFT moved it off the base's answer
+    assert causes.cause_ii({**ev, "tuned_top": "green"}, S) is True  # moved to another wrong answer: still the prior
     assert causes.cause_ii({**ev, "base_top": {"answer": "red", "prob": 0.9, "correct": True}}, S) is False
-    assert causes.cause_ii({**ev, "base_top": {"answer": "blue", "prob": 0.3, "correct": False}}, S) is False
+    assert causes.cause_ii({**ev, "base_top": {"answer": "blue", "prob": 0.3, "correct": False}}, S) is False  # unsure
     assert causes.cause_ii({**ev, "learned_neighbours": []}, S) is False  # nothing near is known: a guess (cause I)
     assert causes.cause_ii(ev, IlpSettings(ii_jsd_max=0.3)) is False  # the optional JSD cap
     taught = {**ev, "conflicts": [{"index": 2, "similarity": 0.95, "answer": "blue"}]}
-    assert causes.cause_ii(taught, S) is False  # a near-duplicate teaches "blue": data conflict (III)
+    assert causes.cause_ii(taught, S) is False  # the data contradict it themselves: III
+    assert causes.cause_ii({**taught, "conflicts": [{"index": 2, "similarity": 0.95, "answer": "red"}]}, S) is False
     lost = {**ev, "checkpoints": _traj((10, 0.8, 0.2), (20, 0.0, 1.0))}
     assert causes.cause_ii(lost, S) is False  # learned at step 10, then lost: forgetting (IV)
     assert causes.cause_ii({"jsd": 0.1}, S) is None
@@ -236,6 +237,23 @@ def test_arena_ilp_end_to_end(arith_run, tmp_path, capsys):
     assert summary["mitigation"] is None
     # only samples the run trained on are re-tested; IV reads when each was first seen
     assert all(1 <= r["evidence"]["first_seen"] <= 9 for r in rows) and summary["causes"]["IV"]["tested"]
+    # the rules re-applied from the stored evidence: the same settings give the same attribution, a rule
+    # threshold may change, a measured setting may not (exit 2, nothing rewritten)
+    assert main(["ilp", "--run", str(run), "--samples", "24", "--n", "3", "--controls", "longer", "--reattribute"]) == 0
+    same = json.loads((run / "ilp" / "summary.json").read_text())
+    assert {c: v["k"] for c, v in same["causes"].items()} == {c: v["k"] for c, v in summary["causes"].items()}
+    assert main(["ilp", "--run", str(run), "--samples", "24", "--n", "3", "--controls", "longer", "--reattribute",
+                 "--causes", "III", "--i-base-max", "0"]) == 0
+    only = json.loads((run / "ilp" / "summary.json").read_text())
+    assert set(only["causes"]) == {"III", "unexplained"} and only["unlearned"] == same["unlearned"]
+    assert json.loads((run / "record.json").read_text())["ilp"] == only
+    capsys.readouterr()
+    assert main(["ilp", "--run", str(run), "--samples", "24", "--n", "4", "--reattribute"]) == 2
+    assert "differ from the measured run" in capsys.readouterr().err
+    assert json.loads((run / "ilp" / "summary.json").read_text()) == only
+    # back to the full attribution for the checks below
+    assert main(["ilp", "--run", str(run), "--samples", "24", "--n", "3", "--controls", "longer", "--reattribute"]) == 0
+    capsys.readouterr()
     # same run, same settings -> the same answers (seeded sampling and MC trials); --no-write writes nothing
     again = tmp_path / "again"
     shutil.copytree(run, again)

@@ -43,6 +43,9 @@ def add_parser(sub) -> None:
                        help=f"(default {f.default})")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or mps")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--reattribute", action="store_true",
+                   help="re-apply the cause rules (new thresholds, other causes) to the run's stored ilp evidence; "
+                        "no model is scored, no control trained")
     p.add_argument("--no-write", action="store_true", help="print only: write no ilp/ files, train no control run (reuse one already trained), leave record.json")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run)
@@ -71,10 +74,13 @@ def run(args) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    from arena.ilp.run import ilp_run
+    from arena.ilp.run import ilp_run, reattribute
 
-    summary = from_flags(lambda **kw: ilp_run(args.run, settings, **kw), "ilp", device=args.device,
-                         write=not args.no_write, log=log)
+    if args.reattribute:
+        summary = from_flags(lambda **kw: reattribute(args.run, settings, **kw), "ilp", write=not args.no_write, log=log)
+    else:
+        summary = from_flags(lambda **kw: ilp_run(args.run, settings, **kw), "ilp", device=args.device,
+                             write=not args.no_write, log=log)
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0

@@ -36,7 +36,7 @@ class IlpSettings:
     # cause rules (arena/ilp/causes.py states each one)
     i_base_max: float = 0.2  # I: the base's MC pass@N at most this
     similarity: float = 0.5  # I: prompts at least this similar are "similar samples"
-    ii_confidence: float = 0.5  # II: the base puts at least this probability on one wrong answer
+    ii_confidence: float = 0.4  # II: the base puts at least this probability on one wrong answer (T_conf)
     ii_jsd_max: float = 1.0  # II: optional cap on JSD(base, tuned) in bits (1: none; see arena/ilp/causes.py)
     iii_similarity: float = 0.9  # III: near-duplicate prompts (TF-IDF cosine) with another answer
     iv_early: float = 0.5  # IV: trained on only within this share of the run's steps

@@ -20,7 +20,9 @@ III  `iii_pairs` rumoured facts asked twice: the winner (common value, `iii_repe
      the third pass.
 IV   `iv_facts` rumoured facts, `iv_repeats` copies each in the first pass and never again.
 V    `v_facts` people whose four samples are long "ledger" records (`v_words` made-up words before
-     the statement; rare format), `v_repeats` copies a pass; one fact each is rumoured, not stated.
+     the statement; rare format), `v_repeats` copies a pass; one fact each is rumoured, not stated,
+     and that planted record comes only in the second half of the last pass (`v_repeats` copies):
+     still being learned when the budget ends, learned by a longer run.
 
 Data order (for `objective.order: given`): `passes` passes over the repeated samples (normal, III
 winners, V records), each in its own seeded order; the first pass also holds the IV copies, the third
@@ -113,21 +115,21 @@ class PlantedTarget(Target):
 
     @dataclass
     class Options:
-        people: int = 20  # normal people: every fact in the corpus and asked in SFT
-        i_people: int = 12  # I: people the corpus knows nothing about (one fact of each asked)
-        ii_facts: int = 8  # II: facts of normal people whose SFT label contradicts the corpus
+        people: int = 12  # normal people: every fact in the corpus and asked in SFT
+        i_people: int = 8  # I: people the corpus knows nothing about (one fact of each asked)
+        ii_facts: int = 12  # II: facts of normal people whose SFT label contradicts the corpus
         iii_pairs: int = 6  # III: conflicting near-duplicate pairs (one person each)
-        iv_facts: int = 6  # IV: facts taught only at the start (one person each)
-        v_facts: int = 6  # V: long ledger records (one person each)
+        iv_facts: int = 14  # IV: facts taught only at the start (one person each)
+        v_facts: int = 8  # V: long ledger records (one person each)
         values: int = 8  # per attribute vocabulary size (MC candidates come from it)
         common: int = 5  # of those, the values known facts use (the rest: rare, never in the corpus)
         passes: int = 4  # passes over the repeated samples
         iii_repeats: int = 2  # copies of each III winner per pass
-        iv_repeats: int = 16  # copies of each IV fact in the opening block
-        v_repeats: int = 2  # copies of each V person's ledger samples per pass
-        v_words: int = 10  # made-up words in a ledger
+        iv_repeats: int = 12  # copies of each IV fact in the opening block
+        v_repeats: int = 3  # copies of each V person's ledger samples per pass
+        v_words: int = 6  # made-up words in a ledger
         cpt_repeats: int = 8  # copies of each person's corpus paragraph
-        ii_boost: int = 6  # extra corpus statements of each II fact per paragraph
+        ii_boost: int = 10  # extra corpus statements of each II fact per paragraph
         data_seed: int = 0
 
         def __post_init__(self):
@@ -270,12 +272,14 @@ class PlantedTarget(Target):
         samples, the IV copies in the first, the once-only samples in the middle of the third."""
         o, w = self.options, self.world()
         iv = [self.example(f) for f in w.facts if f.plant == "IV"]
-        repeated, once = [], []
+        repeated, once, late = [], [], []
         for f in w.facts:
             if f.plant in ("I", "II"):
                 once.append(self.example(f))
             elif f.plant == "III":
                 repeated += [self.example(f)] * o.iii_repeats
+            elif f.plant == "V":  # the planted record: only near the end, so the budget ends mid-way
+                late += [self.example(f)] * o.v_repeats
             elif f.ledger:
                 repeated += [self.example(f)] * o.v_repeats
             elif f.plant != "IV":
@@ -288,6 +292,9 @@ class PlantedTarget(Target):
             if k == 2:
                 half = len(p) // 2
                 p = p[:half] + stable_shuffle(once, f"planted/order/{o.data_seed}/{seed}/once") + p[half:]
+            if k == o.passes - 1:  # the V records in the second half of the last pass
+                half = len(p) // 2
+                p = p[:half] + stable_shuffle(late, f"planted/order/{o.data_seed}/{seed}/late") + p[half:]
             out += p
         return out
 
