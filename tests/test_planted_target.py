@@ -31,8 +31,10 @@ def distinct(examples):
 
 def test_registered_and_described():
     assert TARGETS.get("planted") is PlantedTarget
-    d = make().describe()
-    assert d["train"]["pool"]["plants"] == {"I": 12, "II": 8, "III": 12, "IV": 6, "V": 6}
+    t = make()
+    d, o = t.describe(), t.options
+    assert d["train"]["pool"]["plants"] == {"I": o.i_people, "II": o.ii_facts, "III": 2 * o.iii_pairs,
+                                            "IV": o.iv_facts, "V": o.v_facts}
     assert d["eval_tasks"] == [] and PlantedTarget.ilp_probe == "mc"
 
 
@@ -48,34 +50,42 @@ def test_deterministic_and_seeded():
 def test_plant_counts_and_repeats():
     t = make()
     ex = t.train_examples(0)
+    o = t.options
     uniq = collections.Counter(e.meta["plant"] for e in distinct(ex))
-    assert uniq == {None: 20 * 4 - 8 + 6 * 3 * 3, "I": 12, "II": 8, "III": 12, "IV": 6, "V": 6}
+    known = o.people * 4 - o.ii_facts + (o.iii_pairs + o.iv_facts + o.v_facts) * 3  # 3 normal facts per planted person
+    assert uniq == {None: known, "I": o.i_people, "II": o.ii_facts, "III": 2 * o.iii_pairs, "IV": o.iv_facts,
+                    "V": o.v_facts}
     copies = collections.Counter((e.prompt, e.response) for e in ex)
     for e in distinct(ex):
         n = copies[(e.prompt, e.response)]
         if e.meta["plant"] in ("I", "II") or (e.meta["plant"] == "III" and e.prompt[0].islower()):
             assert n == 1  # once-only
         elif e.meta["plant"] == "IV":
-            assert n == 16
+            assert n == o.iv_repeats
+        elif e.meta["plant"] == "V":
+            assert n == o.v_repeats  # the planted record: only in the last pass
         elif e.meta["plant"] == "III":
-            assert n == 4 * 2  # the winner: iii_repeats a pass
+            assert n == o.passes * o.iii_repeats  # the winner: iii_repeats a pass
         elif e.prompt.startswith("Ledger of"):
-            assert n == 4 * 2  # V people's samples: v_repeats a pass
+            assert n == o.passes * o.v_repeats  # V people's other records: v_repeats a pass
         else:
-            assert n == 4
+            assert n == o.passes
 
 
 def test_order_iv_first_pass_once_only_in_the_third():
-    ex = make().train_examples(0)
+    t = make()
+    o, ex = t.options, t.train_examples(0)
     n = len(ex)
     pos = collections.defaultdict(list)
     for i, e in enumerate(ex):
         pos[e.meta["plant"]].append(i / n)
-    n_iv, n_once = len(pos["IV"]), 12 + 8 + 6
-    per_pass = (n - n_iv - n_once) / 4
-    assert n_iv == 6 * 16 and max(pos["IV"]) < (per_pass + n_iv) / n  # all in the first pass
+    n_iv, n_once, n_late = len(pos["IV"]), o.i_people + o.ii_facts + o.iii_pairs, len(pos["V"])
+    per_pass = (n - n_iv - n_once - n_late) / o.passes
+    assert n_iv == o.iv_facts * o.iv_repeats and max(pos["IV"]) < (per_pass + n_iv) / n  # all in the first pass
     once = [i / n for i, e in enumerate(ex) if e.meta["plant"] in ("I", "II")]
     assert 0.5 < min(once) and max(once) < 0.75
+    # the planted V records: after the first half of the last pass (and not in any earlier pass)
+    assert min(pos["V"]) >= 1 - (0.5 * per_pass + n_late) / n - 1e-9
 
 
 def test_corpus_states_known_facts_and_never_the_planted_values():
@@ -95,7 +105,9 @@ def test_corpus_states_known_facts_and_never_the_planted_values():
     rare = {v for vals in w.values.values() for v in vals[t.options.common:]}
     assert all(f" {v}" not in text for v in rare)
     planted = [f for f in w.facts if f.plant in ("I", "II", "IV", "V")] + w.twins
-    assert len(planted) == 12 + 8 + 6 + 6 + 6 and all(f.value in rare for f in planted)
+    o = t.options
+    assert len(planted) == o.i_people + o.ii_facts + o.iv_facts + o.v_facts + o.iii_pairs
+    assert all(f.value in rare for f in planted)
     assert all(f.corpus_value != f.value for f in w.facts if f.plant == "II")
 
 
