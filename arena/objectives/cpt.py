@@ -16,7 +16,6 @@ state. "CPT then SFT" is a cpt run followed by an SFT run with `model.init_from`
 
 from __future__ import annotations
 
-import contextlib
 import re
 from dataclasses import dataclass
 from fractions import Fraction
@@ -32,10 +31,10 @@ from arena.errors import ConfigError, DataError
 from arena.generation.names import check_engine_name
 from arena.generation.seeds import derive_seed
 from arena.objectives.base import LossOutput, Objective, TrainContext
-from arena.objectives.losses import label_logits, token_ce_sum
-from arena.training.device import autocast
+from arena.objectives.losses import token_ce_sum
+from arena.objectives.sft import packed_label_logits
 from arena.training.packing import PackedData, TokenizedExample, pack, padding_free_batch
-from arena.training.varlen import cu_seq_lens, packed_attention, supports_packed_attention
+from arena.training.varlen import cu_seq_lens, supports_packed_attention
 
 TARGET = "target"  # documents: the target's own raw-text corpus (Target.cpt_documents)
 BASE_SAMPLES = "base-samples"  # general: sampled from the starting model
@@ -298,13 +297,6 @@ class CPT(Objective):
 
     def loss(self, ctx: TrainContext, batch: dict) -> LossOutput:
         """Σ −log p(x_t | x_<t) over the micro-batch's labelled tokens (every token but each chunk's first)."""
-        dev = ctx.device
-        kwargs = {"position_ids": batch["position_ids"].to(dev)}
-        packed = contextlib.nullcontext()
-        if "cu_seq_lens" in batch:
-            kwargs["cu_seq_lens_q"] = kwargs["cu_seq_lens_k"] = batch["cu_seq_lens"]
-            packed = packed_attention(ctx.model)
-        with autocast(dev, ctx.precision), packed:
-            logits, targets = label_logits(ctx.model, batch["input_ids"].to(dev), batch["labels"].to(dev), **kwargs)
+        logits, targets = packed_label_logits(ctx, batch)
         share = batch["domain_rows"] / ctx.train.batch_size
         return LossOutput(token_ce_sum(logits, targets), int(targets.numel()), {"domain_share": share})

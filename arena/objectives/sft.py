@@ -36,6 +36,20 @@ def _check(ok: bool, name: str, value, allowed: str) -> None:
         raise ConfigError(name, value, allowed)  # build() prefixes "objective."
 
 
+def packed_label_logits(ctx: TrainContext, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """([n, V] logits, [n] labels) at the labelled positions of a packed micro-batch, in either layout
+    (rows, or padding-free with per-document attention); shared by every objective that trains on packed
+    documents (sft, cpt)."""
+    dev = ctx.device
+    kwargs = {"position_ids": batch["position_ids"].to(dev)}
+    packed = contextlib.nullcontext()
+    if "cu_seq_lens" in batch:
+        kwargs["cu_seq_lens_q"] = kwargs["cu_seq_lens_k"] = batch["cu_seq_lens"]
+        packed = packed_attention(ctx.model)
+    with autocast(dev, ctx.precision), packed:
+        return label_logits(ctx.model, batch["input_ids"].to(dev), batch["labels"].to(dev), **kwargs)
+
+
 @OBJECTIVES.register("sft")
 class SFT(Objective):
     name = "sft"
@@ -263,14 +277,7 @@ class SFT(Objective):
     def scored_logits(self, ctx: TrainContext, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """([n, V] logits at the n positions that predict a label, [n] labels) of one micro-batch,
         in either layout; a token-level variant of SFT overrides `loss` and reuses this."""
-        dev = ctx.device
-        kwargs = {"position_ids": batch["position_ids"].to(dev)}
-        packed = contextlib.nullcontext()
-        if "cu_seq_lens" in batch:
-            kwargs["cu_seq_lens_q"] = kwargs["cu_seq_lens_k"] = batch["cu_seq_lens"]
-            packed = packed_attention(ctx.model)
-        with autocast(dev, ctx.precision), packed:
-            return label_logits(ctx.model, batch["input_ids"].to(dev), batch["labels"].to(dev), **kwargs)
+        return packed_label_logits(ctx, batch)
 
     def loss(self, ctx: TrainContext, batch: dict) -> LossOutput:
         logits, targets = self.scored_logits(ctx, batch)
