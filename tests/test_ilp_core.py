@@ -323,3 +323,10 @@ def test_target_with_neither_verifier_nor_mc_answers_is_refused(arith_run, tmp_p
     _assert_untouched(run, before, capsys, "needs a verifier")
     assert main(["ilp", "--run", str(run)]) == 2
     _assert_untouched(run, before, capsys, "no subset has two different answers")
+
+
+def test_mitigation_of_names_the_options_a_run_changed(tiny_run_config):
+    assert mitigation_of(tiny_run_config()) is None
+    m = mitigation_of(tiny_run_config("objective.bucketing=conflicts", "objective.resample_every=5"))
+    assert m == {"names": ["bucketing", "resample"],
+                 "options": {"objective.bucketing": "conflicts", "objective.resample_every": 5}}
