@@ -165,3 +165,19 @@ def test_incomplete_learning_without_mitigations_or_ilp(tmp_path):
     plain = write_sweep(tmp_path / "b", labels=("lora",))
     assert "Incomplete learning" not in render(plain, "md", scale="proxy")
     assert "Incomplete learning" not in render(plain, "html", scale="proxy")
+
+
+def test_incomplete_learning_sections_keep_each_target_to_its_own_overlaps(tmp_path):
+    import json as _json
+
+    write_sweep(tmp_path / "a", labels=("lora",), ilp=True, mitigated=(), target="math")
+    write_sweep(tmp_path / "b", labels=("lora",), ilp=True, mitigated=(), target="medical")
+    for sub, overlaps in (("a", {"I+II": 7}), ("b", {})):
+        for rec_path in (tmp_path / sub).glob("*/record.json"):
+            rec = _json.loads(rec_path.read_text())
+            rec["ilp"]["overlaps"] = overlaps
+            rec_path.write_text(_json.dumps(rec))
+    md = render(tmp_path, "md", scale="proxy")
+    math_part = md.split("### Causes — lora, math")[1].split("### ")[0]
+    medical_part = md.split("### Causes — lora, medical")[1].split("### ")[0]
+    assert "I+II: 7" in math_part and "overlaps: none" in medical_part and "I+II" not in medical_part

@@ -186,13 +186,14 @@ def ilp_tables(ilp: dict) -> dict:
                          "k / unlearned": f"{int(r.k)} / {int(r.unlearned)}" if tested else "–",
                          "rule": r.rule if tested or not isinstance(r.missing, str) else f"{r.rule} — not tested: {r.missing}",
                          "example prompt": r.example_prompt[:120] if isinstance(r.example_prompt, str) else ""})
-        o = ov[(ov["label"] == gr["label"]) & (ov["mitigation"] == gr["mitigation"])] if len(ov) else ov
+        o = ov[(ov["label"] == gr["label"]) & (ov["mitigation"] == gr["mitigation"]) & (ov["model"] == gr["model"])
+               & (ov["target"] == gr["target"])] if len(ov) else ov
         overlaps = ", ".join(f"{x.causes}: {int(x.count)}" for x in o.itertuples()) if len(o) else "none"
         note = (f"{int(gr['k'])} unlearned of {int(gr['n'])}; a sample may match several causes (overlaps: {overlaps}); "
                 "shares are over the unlearned samples of the runs where the cause was tested.")
         if not gr["k"]:
             note = "No unlearned samples: nothing to attribute."
-        per_group.append((group_name(gr), pd.DataFrame(rows), note))
+        per_group.append((f"{group_name(gr)}, {gr['target']}", pd.DataFrame(rows), note))
     eff = None
     if len(effects):
         eff = pd.DataFrame({
