@@ -15,7 +15,8 @@ import yaml
 from arena.cli import main
 from arena.errors import ArenaError, ConfigError
 from arena.ilp import causes, mc
-from arena.ilp.run import mitigation_of, sample_key, pick_tested
+from arena.ilp.run import pick_tested, sample_key
+from arena.ilp.summary import mitigation_of
 from arena.ilp.settings import IlpSettings
 from arena.ilp.stats import jsd_bits, wilson
 from arena.targets.base import Example

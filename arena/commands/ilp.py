@@ -74,7 +74,8 @@ def run(args) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    from arena.ilp.run import ilp_run, reattribute
+    from arena.ilp.reattribute import reattribute
+    from arena.ilp.run import ilp_run
 
     if args.reattribute:
         summary = from_flags(lambda **kw: reattribute(args.run, settings, **kw), "ilp", write=not args.no_write, log=log)

@@ -14,11 +14,9 @@ Order of work (every check before anything is written or trained):
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -26,13 +24,9 @@ from arena.errors import ArenaError
 from arena.ilp import causes as rules
 from arena.ilp import evidence, mc
 from arena.ilp.settings import CAUSES, IlpSettings
-from arena.ilp.stats import jsd_bits, wilson
-from arena.schema import to_dict
+from arena.ilp.stats import jsd_bits
+from arena.ilp.summary import ILP_DIR, _atomic, summarise
 
-ILP_DIR = "ilp"
-# SFT options that are mitigations of incomplete learning (arena/objectives/sft.py), and model.init_from (CPT)
-MITIGATION_FIELDS = ("order", "reverse", "bucketing", "resample_every", "progressive")
-EXAMPLES_PER_CAUSE = 3
 
 
 def sample_key(ex) -> str:
@@ -50,22 +44,6 @@ def pick_tested(examples, keys: list[str], n: int | None, seed: int, eligible: l
             idx.append(i)
     idx.sort(key=lambda i: hashlib.sha1(f"{seed}/{keys[i]}".encode()).hexdigest())
     return sorted(idx[:n] if n is not None else idx)
-
-
-def mitigation_of(cfg) -> dict | None:
-    """The incomplete-learning mitigations this run trained with (None: a plain SFT run)."""
-    opts = cfg.objective.options
-    defaults = type(opts)()
-    found = {f"objective.{f.name}": getattr(opts, f.name) for f in dataclasses.fields(opts)
-             if f.name in MITIGATION_FIELDS and getattr(opts, f.name) != getattr(defaults, f.name)}
-    init_from = getattr(cfg.model, "init_from", None)
-    if init_from:
-        found["model.init_from"] = init_from
-    if not found:
-        return None
-    names = sorted({"cpt" if k == "model.init_from" else k.split(".")[1].replace("resample_every", "resample")
-                    for k in found})
-    return {"names": names, "options": found}
 
 
 def _strip(d: dict) -> dict:
@@ -320,115 +298,3 @@ def evidence_verify(model, tok, tested, reward_fn, s: IlpSettings, cap: int, dev
     from arena.ilp.verify import verify
 
     return verify(model, tok, tested, reward_fn, s.n, s.temperature, cap, s.seed, dev, precision, s.engine)
-
-
-def summarise(rows, s: IlpSettings, asked, missing, probe, n_train, per_seed, seed_runs, cfg, control_runs,
-              run_dir) -> dict:
-    unl = [r for r in rows if r["unlearned"]]
-    k, n = len(unl), len(rows)
-    out_causes = {}
-    for c in asked:
-        if c in missing:
-            out_causes[c] = {"k": None, "share": None, "ci95": None, "tested": False, "missing": missing[c],
-                             "rule": rules.rule_text(c, s), "examples": []}
-            continue
-        hit = [r for r in unl if c in r["causes"]]
-        out_causes[c] = {"k": len(hit), "share": round(len(hit) / k, 6) if k else None, "ci95": wilson(len(hit), k),
-                         "tested": True, "missing": None, "rule": rules.rule_text(c, s),
-                         "examples": [_example(r) for r in hit[:EXAMPLES_PER_CAUSE]]}
-    none = [r for r in unl if not r["causes"]]
-    out_causes["unexplained"] = {"k": len(none), "share": round(len(none) / k, 6) if k else None,
-                                 "ci95": wilson(len(none), k), "examples": [_example(r) for r in none[:EXAMPLES_PER_CAUSE]]}
-    overlaps: dict[str, int] = {}
-    for r in unl:
-        if len(r["causes"]) > 1:
-            key = "+".join(r["causes"])
-            overlaps[key] = overlaps.get(key, 0) + 1
-    return {
-        "version": 1, "settings": to_dict(s), "probe": probe, "n_train": n_train, "n_tested": n,
-        "unlearned": {"k": k, "n": n, "fraction": round(k / n, 6) if n else None, "ci95": wilson(k, n),
-                      "threshold": s.threshold, "pass_n": s.n,
-                      "stable_over": [run_dir.name] + [Path(r).name for r, _ in seed_runs]},
-        "per_seed": per_seed, "causes": out_causes, "overlaps": overlaps,
-        "mitigation": mitigation_of(cfg),
-        "controls": {k2: str(Path(ILP_DIR) / "controls" / k2) for k2 in control_runs},  # names -> folders
-        "files": {"samples": f"{ILP_DIR}/samples.jsonl", "summary": f"{ILP_DIR}/summary.json"},
-    }
-
-
-def _example(r: dict) -> dict:
-    keep = ("base_mc_pass", "tuned_mc_pass", "base_top", "tuned_top", "jsd", "conflicts", "first_seen", "last_seen",
-            "reversed_pass",
-            "longer_pass")
-    ev = {k: r["evidence"][k] for k in keep if k in r["evidence"]}
-    if r["evidence"].get("checkpoints"):
-        ev["checkpoints"] = r["evidence"]["checkpoints"]
-    return {"index": r["index"], "prompt": r["prompt"][:300], "reference": r["reference"][:200],
-            "prediction": (r["reply"] or r["prediction"] or "")[:200], "causes": r["causes"], "evidence": ev}
-
-
-def _atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-# Settings that change what was measured (which samples, which trials, which models): re-applying the
-# rules from stored evidence needs them unchanged. The rule thresholds may change freely, except the two
-# similarities, which may only rise (only neighbours at or above the old thresholds were stored).
-MEASURED = ("samples", "seed", "probe", "n", "temperature", "max_new_tokens", "options", "candidates", "controls",
-            "longer_factor", "seed_runs", "engine", "precision", "batch_size")
-
-
-def reattribute(run_dir, settings: IlpSettings, log=print, write: bool = True) -> dict:
-    """Re-apply the cause rules (new thresholds, other causes) to a run's stored ilp evidence, without
-    re-scoring any model: `arena ilp --run R --reattribute`. ArenaError before anything is written when
-    the run has no ilp result, or a setting that changes what was measured differs from it."""
-    from arena.runs import check_run_folder, read_run_config, set_record_key
-
-    t0 = time.perf_counter()
-    s = settings
-    run_dir = check_run_folder(run_dir)
-    cfg = read_run_config(run_dir)
-    spath, rpath = run_dir / ILP_DIR / "summary.json", run_dir / ILP_DIR / "samples.jsonl"
-    if not (spath.is_file() and rpath.is_file()):
-        raise ArenaError(f"run {run_dir}: no {ILP_DIR}/summary.json and samples.jsonl to re-attribute; run arena ilp first")
-    old = json.loads(spath.read_text())
-    was = IlpSettings(**{k: v for k, v in old["settings"].items() if k in {f.name for f in dataclasses.fields(IlpSettings)}})
-    new_d, old_d = to_dict(s), to_dict(was)
-    differ = [k for k in MEASURED if new_d[k] != old_d[k]]
-    if s.threshold != was.threshold and was.seed_runs:
-        differ.append("threshold (with seed runs: the other seeds' passes are not stored)")
-    for k in ("similarity", "iii_similarity"):
-        if new_d[k] < old_d[k]:
-            differ.append(f"{k} below the measured {old_d[k]}")
-    if differ:
-        raise ArenaError(f"ilp --reattribute: {', '.join(differ)} differ from the measured run; re-run arena ilp "
-                         "without --reattribute for those")
-    rows = [json.loads(x) for x in rpath.read_text().splitlines() if x.strip()]
-    was_missing = {c: v["missing"] for c, v in old["causes"].items() if c != "unexplained" and not v.get("tested", True)}
-    asked = list(CAUSES) if s.causes == ["auto"] else list(s.causes)
-    for c in asked:
-        if c in was_missing and s.causes != ["auto"]:
-            raise ArenaError(f"ilp.causes: cause {c} was not measurable on this run: {was_missing[c]}")
-    missing = {c: why for c, why in was_missing.items() if c in asked}
-    if s.threshold != was.threshold:
-        for r in rows:
-            r["unlearned"] = r["pass"] < s.threshold
-    for r in rows:
-        ev = r["evidence"]
-        ev["neighbours"] = [[j, sim] for j, sim in ev.get("neighbours", []) if sim >= s.similarity]
-        ev["learned_neighbours"] = [j for j, _ in ev["neighbours"] if not rows[j]["unlearned"]][:5]
-        ev["conflicts"] = [c for c in ev.get("conflicts") or [] if c["similarity"] >= s.iii_similarity]
-        found, verdicts = rules.attribute(ev, s, [c for c in asked if c not in missing]) if r["unlearned"] else ([], {})
-        r["causes"], r["verdicts"] = found, verdicts
-    summary = summarise(rows, s, asked, missing, old["probe"], old["n_train"], old["per_seed"],
-                        [(r, None) for r in was.seed_runs], cfg, old.get("controls", {}), run_dir)
-    summary["seconds"] = round(time.perf_counter() - t0, 2)
-    summary["reattributed_from"] = {"seconds": old.get("seconds"), "settings": old_d}
-    if write:
-        _atomic(rpath, "".join(json.dumps(r) + "\n" for r in rows))
-        _atomic(spath, json.dumps(summary, indent=1))
-        set_record_key(run_dir, "ilp", summary)
-    log(f"ilp: re-attributed {summary['unlearned']['k']} unlearned samples from stored evidence")
-    return summary
