@@ -65,7 +65,8 @@ def reattribute(run_dir, settings: IlpSettings, log=print, write: bool = True) -
     summary = summarise(rows, s, asked, missing, old["probe"], old["n_train"], old["per_seed"],
                         [(r, None) for r in was.seed_runs], cfg, old.get("controls", {}), run_dir)
     summary["seconds"] = round(time.perf_counter() - t0, 2)
-    summary["reattributed_from"] = {"seconds": old.get("seconds"), "settings": old_d}
+    # what the measurement itself cost and was run with, kept across repeated re-attributions
+    summary["reattributed_from"] = old.get("reattributed_from") or {"seconds": old.get("seconds"), "settings": old_d}
     if write:
         _atomic(rpath, "".join(json.dumps(r) + "\n" for r in rows))
         _atomic(spath, json.dumps(summary, indent=1))
