@@ -26,6 +26,7 @@ from arena.ilp import evidence, mc
 from arena.ilp.settings import CAUSES, IlpSettings
 from arena.ilp.stats import jsd_bits
 from arena.ilp.summary import ILP_DIR, _atomic, summarise
+from arena.ilp.verify import verify
 
 
 
@@ -198,14 +199,16 @@ def ilp_run(run_dir, settings: IlpSettings, device: str = "auto", log=print, wri
         rec.pop("_model", None)
         control_runs[name] = Path(ccfg.out)
 
+    # the verify probe's reply cap, once for every model scored (the tokenizer is the run's for all of them)
+    cap = s.max_new_tokens or 8 + max(len(tok(e.response, add_special_tokens=False)["input_ids"]) for e in tested)
+
     def primary(model, tok_) -> tuple[list[float], list[dict] | None, list[list[float]]]:
         """(pass@N per tested sample, verify details or None, MC log-likelihoods)."""
         with torch.no_grad():
             ll = mc.score_items(model, tok_, items, dev, precision, s.batch_size)
         if probe == "mc":
             return [mc.mc_pass(it, x) for it, x in zip(items, ll)], None, ll
-        cap = s.max_new_tokens or 8 + max(len(tok_(e.response, add_special_tokens=False)["input_ids"]) for e in tested)
-        ver = evidence_verify(model, tok_, tested, reward_fn, s, cap, dev, precision)
+        ver = verify(model, tok_, tested, reward_fn, s.n, s.temperature, cap, s.seed, dev, precision, s.engine)
         return [v["pass"] for v in ver], ver, ll
 
     # the tuned model
@@ -292,9 +295,3 @@ def ilp_run(run_dir, settings: IlpSettings, device: str = "auto", log=print, wri
         f"({summary['unlearned']['fraction']:.1%}, 95% CI {summary['unlearned']['ci95']}); causes "
         + ", ".join(f"{c} {v['k']}" for c, v in summary["causes"].items() if v.get("tested", True)))
     return summary
-
-
-def evidence_verify(model, tok, tested, reward_fn, s: IlpSettings, cap: int, dev, precision):
-    from arena.ilp.verify import verify
-
-    return verify(model, tok, tested, reward_fn, s.n, s.temperature, cap, s.seed, dev, precision, s.engine)
