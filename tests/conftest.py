@@ -129,3 +129,34 @@ def prepared_context(cfg):
                        precision="fp32", seed=cfg.train.seed)
     objective.prepare(ctx)
     return ctx, method, objective
+
+
+# -- teachers for the distillation objectives (OPD, GKD, MOPD) ------------------------------------
+
+@pytest.fixture(scope="session")
+def teacher_dir(tmp_path_factory) -> Path:
+    """A fixed teacher: tiny model seed 1 (same tokenizer as the student), logits sharpened 20x."""
+    import torch
+
+    from arena.models.loader import load_tokenizer
+    from arena.models.tiny import build_model
+
+    d = tmp_path_factory.mktemp("teacher") / "tiny-seed1"
+    tok = load_tokenizer("tiny")
+    model = build_model(tok, seed=1)
+    with torch.no_grad():
+        model.model.norm.weight.mul_(20.0)
+    model.save_pretrained(d)
+    tok.save_pretrained(d)
+    return d
+
+
+@pytest.fixture(scope="session")
+def other_tokenizer_teacher(tmp_path_factory) -> Path:
+    from arena.models.tiny import build_model, build_tokenizer
+
+    d = tmp_path_factory.mktemp("teacher") / "other-vocab"
+    tok = build_tokenizer(vocab_size=512)
+    build_model(tok, seed=0).save_pretrained(d)
+    tok.save_pretrained(d)
+    return d

@@ -82,7 +82,8 @@ def objective_config(tiny_run_config, teacher_dir, cpt_documents):
     """Factory: the RunConfig of objective `name` with small options (plus keyword fields)."""
     def make(name: str, **fields):
         option_fields = {f.name for f in dataclasses.fields(OBJECTIVES.get(name).Options)}
-        values = {**OPTION_VALUES, "teacher": str(teacher_dir), "documents": str(cpt_documents)}
+        values = {**OPTION_VALUES, "teacher": str(teacher_dir), "documents": str(cpt_documents),
+                  "teachers": f"{{arith: {teacher_dir}}}"}  # mopd: one domain, the target
         sets = [f"objective.{k}={v}" for k, v in values.items() if k in option_fields]
         return tiny_run_config(*sets, objective=name, **{**RUN, **fields})
 

@@ -25,7 +25,8 @@ def _defaults(options_cls) -> dict:
 
 
 def _opts(d: dict) -> str:
-    return ", ".join(f"{k}={v}" for k, v in d.items()) or "-"
+    # multi-line strings (a teacher-context template) are shown quoted, on one line
+    return ", ".join(f"{k}={v!r}" if isinstance(v, str) and "\n" in v else f"{k}={v}" for k, v in d.items()) or "-"
 
 
 def run(args) -> int:

@@ -70,9 +70,22 @@ class Objective:
     def load_state_dict(self, d: dict) -> None:
         """Restore `state_dict()` on resume (called after prepare())."""
 
+    def tensor_state(self) -> dict:
+        """Tensors the objective's future depends on (e.g. a self-teacher's EMA weights), saved in
+        every checkpoint as objective.safetensors; {} for none."""
+        return {}
+
+    def load_tensor_state(self, state: dict) -> None:
+        """Restore `tensor_state()` on resume (called after prepare() and the trainable weights)."""
+
     @classmethod
     def describe(cls) -> dict:
         import dataclasses
 
+        def default(f):
+            if f.default is not dataclasses.MISSING:
+                return f.default
+            return f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+
         return {"name": cls.name, "description": cls.description,
-                "options": {f.name: f.default for f in dataclasses.fields(cls.Options)}}
+                "options": {f.name: default(f) for f in dataclasses.fields(cls.Options)}}

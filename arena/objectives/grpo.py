@@ -133,6 +133,10 @@ class GRPO(Objective):
             b = ro.as_batch(pad)
             b["old_logprobs"] = ro.logprobs[ro.completion_mask]
             b["advantages"] = adv
+            # what objectives built on GRPO read (self-distillation: siblings, references)
+            b["rewards"], b["texts"] = rewards, ro.texts
+            b["examples"] = [self.pool.examples[idx[g]] for g in ro.group.tolist()]
+            b["completions"] = ro.completion_lists()
             if o.kl_coef > 0:
                 b["ref_logprobs"] = self._ref_logprobs(ctx, b)
             _, b["n_loss_tokens"] = aggregate(torch.zeros(b["completion_mask"].shape), b["completion_mask"], o.loss_agg)
@@ -141,22 +145,35 @@ class GRPO(Objective):
                             "pass_rate": float((rewards >= 1.0).float().mean()),
                             "zero_std_groups": float((groups.std(1, unbiased=False) == 0).float().mean()),
                             **R.rollout_metrics(ro)}
+            self.extend_batch(ctx, b, step)
             out.append(b)
         for b in out:  # the same value on every micro-batch, so the loop's average is the step total
             b["metrics"]["gen_s"] = gen_s
             b["metrics"]["rollout_s"] = time.perf_counter() - t0
         return out
 
-    def loss(self, ctx: TrainContext, batch: dict) -> LossOutput:
-        o = self.options
+    def extend_batch(self, ctx: TrainContext, batch: dict, step: int) -> None:
+        """Hook for objectives built on GRPO's rollouts: add fields to a micro-batch (in place)."""
+
+    def student_forward(self, ctx: TrainContext, batch: dict):
+        """(logits [n, V], the sampled tokens [n], log π_θ of them at the sampling temperature [n],
+        the completion mask [N, T], the row of every token [n]) — with gradient."""
         logits, targets = R.completion_logits(ctx.model, batch, ctx.device, ctx.precision)
-        logp = -F.cross_entropy(logits.float() / o.temperature, targets, reduction="none")
+        logp = -F.cross_entropy(logits.float() / self.options.temperature, targets, reduction="none")
         cmask = batch["completion_mask"].to(ctx.device)
-        rows = cmask.nonzero()[:, 0]
-        adv = batch["advantages"].to(ctx.device)[rows]
+        return logits, targets, logp, cmask, cmask.nonzero()[:, 0]
+
+    def loss(self, ctx: TrainContext, batch: dict) -> LossOutput:
+        _, _, logp, cmask, rows = self.student_forward(ctx, batch)
+        return self.policy_loss(ctx, batch, logp, cmask, batch["advantages"].to(ctx.device)[rows])
+
+    def policy_loss(self, ctx: TrainContext, batch: dict, logp: torch.Tensor, cmask: torch.Tensor,
+                    adv: torch.Tensor, metrics: dict | None = None) -> LossOutput:
+        """GRPO's clipped surrogate (+ KL) with per-token advantages `adv` [n], aggregated per loss_agg."""
+        o = self.options
         old = batch["old_logprobs"].to(ctx.device)
         per_tok, clipped = clipped_policy_loss(logp, old, adv, o.clip_eps)
-        metrics = dict(batch.get("metrics", {}))
+        metrics = {**batch.get("metrics", {}), **(metrics or {})}
         with torch.no_grad():
             metrics["clip_fraction"] = float(clipped.float().mean())
             metrics["kl_behaviour"] = float(k3_kl(logp, old).mean())  # drift from the sampling policy

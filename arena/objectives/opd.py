@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import Literal, Optional
 
 import torch
 
@@ -29,6 +29,8 @@ from arena.components import OBJECTIVES
 from arena.errors import ConfigError
 from arena.objectives.base import LossOutput, Objective, TrainContext
 from arena.objectives.rl_losses import reverse_kl, teacher_topk, topk_agreement, topk_reverse_kl
+from arena.objectives.sd_losses import sampled_token_distill_loss
+from arena.schema import added_field
 from arena.objectives.teacher import align_vocab, prepare_teacher, teacher_completion_logits
 from arena import rollouts as R
 from arena.generation.seeds import derive_seed
@@ -68,6 +70,9 @@ class OPD(Objective):
         max_new_tokens: int = 64
         top_k: Optional[int] = None  # null: full-vocabulary reverse KL; k: teacher top-k + tail bucket
         diag_k: int = 8  # k of the logged overlap / mass-share diagnostics
+        # exact: the per-position KL above; sampled-token: its estimate from the sampled token,
+        # ℓ_t = −sg(log π_T(y_t) − log π_S(y_t))·log π_S(y_t) (MOPD with one teacher; Tinker's OPD)
+        estimator: Literal["exact", "sampled-token"] = added_field("exact")
         backend: str = "auto"  # generation engine for rollouts (arena/generation/engine.py)
 
         def __post_init__(self):
@@ -75,6 +80,8 @@ class OPD(Objective):
                 raise ConfigError("n_samples", self.n_samples, "must be a positive integer")
             if self.top_k is not None and self.top_k <= 0:
                 raise ConfigError("top_k", self.top_k, "must be a positive integer or null (full vocabulary)")
+            if self.estimator == "sampled-token" and self.top_k is not None:
+                raise ConfigError("top_k", self.top_k, "must be null with estimator: sampled-token (it reads the sampled token only)")
             if self.diag_k <= 0:
                 raise ConfigError("diag_k", self.diag_k, "must be a positive integer")
             R.check_sampling_options(self)
@@ -105,11 +112,15 @@ class OPD(Objective):
 
     def loss(self, ctx: TrainContext, batch: dict) -> LossOutput:
         o = self.options
-        s_logits, _ = R.completion_logits(ctx.model, batch, ctx.device, ctx.precision)
+        s_logits, tok = R.completion_logits(ctx.model, batch, ctx.device, ctx.precision)
         t_logits = teacher_completion_logits(ctx.extras["teacher"], batch, ctx.device, ctx.precision)
         s_logits, t_logits = align_vocab(s_logits, t_logits)
         full = reverse_kl(s_logits, t_logits)
-        if o.top_k is None:
+        if o.estimator == "sampled-token":
+            ls = torch.log_softmax(s_logits.float(), -1).gather(-1, tok[:, None])[:, 0]
+            lt = torch.log_softmax(t_logits.float(), -1).gather(-1, tok[:, None])[:, 0]
+            per_tok = sampled_token_distill_loss(ls, lt)
+        elif o.top_k is None:
             per_tok = full
         else:
             per_tok = topk_reverse_kl(s_logits, *teacher_topk(t_logits, o.top_k))

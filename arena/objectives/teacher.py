@@ -71,17 +71,10 @@ def load_teacher(ref: str, device: torch.device | str = "cpu", student_tokenizer
     p = Path(ref).expanduser()
     if p.is_dir() and has_config(p) and not is_run_folder(p):
         raise ArenaError(f"teacher {ref!r}: an arena run folder without final weights (no {weights_path(p)}); did it finish?")
-    run_cfg = None
-    if is_run_folder(p):
-        run_cfg = read_run_config(p)
+    run_cfg = read_run_config(p) if is_run_folder(p) else None
     # The tokenizer check comes first: it is cheap, and a refused teacher loads no weights.
     if student_tokenizer is not None:
-        m = run_cfg.model if run_cfg else None
-        try:
-            tok = load_tokenizer(m.name, m.revision, m.trust_remote_code) if m else load_tokenizer(ref)
-        except OSError as e:
-            raise ArenaError(f"teacher {ref!r}: could not load its tokenizer ({str(e).splitlines()[0]})") from None
-        check_same_tokenizer(tok, student_tokenizer, ref, student_name or model_label(student_tokenizer))
+        check_teacher_tokenizer(ref, student_tokenizer, student_name)
     if run_cfg is not None:
         model, tok, cfg = load_run_model(ref, merged=True, device="cpu")
         info = {"ref": ref, "kind": "run", "base": cfg.model.name, "method": cfg.method.name,
@@ -94,6 +87,18 @@ def load_teacher(ref: str, device: torch.device | str = "cpu", student_tokenizer
         param.requires_grad_(False)
     info["vocab_sha256"] = vocab_fingerprint(tok)[:16]
     return model, tok, info
+
+
+def check_teacher_tokenizer(ref: str, student_tokenizer, student_name: str | None = None) -> None:
+    """ArenaError unless teacher `ref` (run folder or model) has the student's tokenizer; loads
+    the tokenizer only, so several teachers can all be checked before any weights load."""
+    p = Path(ref).expanduser()
+    m = read_run_config(p).model if is_run_folder(p) else None
+    try:
+        tok = load_tokenizer(m.name, m.revision, m.trust_remote_code) if m else load_tokenizer(ref)
+    except OSError as e:
+        raise ArenaError(f"teacher {ref!r}: could not load its tokenizer ({str(e).splitlines()[0]})") from None
+    check_same_tokenizer(tok, student_tokenizer, ref, student_name or model_label(student_tokenizer))
 
 
 def load_student(ref: str, device: torch.device | str = "cpu"):

@@ -16,6 +16,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 CKPT_RE = re.compile(r"^step-(\d+)$")
+OBJECTIVE_TENSORS = "objective.safetensors"  # Objective.tensor_state(), when it has any
+
+
+def load_objective_tensors(path: Path) -> dict[str, torch.Tensor]:
+    f = path / OBJECTIVE_TENSORS
+    return load_file(str(f)) if f.is_file() else {}
 
 
 def optimizer_to_flat(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -38,7 +44,8 @@ def optimizer_from_flat(opt: torch.optim.Optimizer, tensors: dict[str, torch.Ten
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
-def save_checkpoint(folder: Path, step: int, trainable: dict, opt, extra: dict, keep: int = 2) -> Path:
+def save_checkpoint(folder: Path, step: int, trainable: dict, opt, extra: dict, keep: int = 2,
+                    objective_tensors: dict | None = None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"step-{step:06d}"
     tmp = folder / f".tmp-step-{step:06d}"
@@ -46,6 +53,9 @@ def save_checkpoint(folder: Path, step: int, trainable: dict, opt, extra: dict, 
         shutil.rmtree(tmp)
     tmp.mkdir()
     save_file(trainable, str(tmp / "trainable.safetensors"))
+    if objective_tensors:
+        save_file({k: v.detach().cpu().contiguous() for k, v in objective_tensors.items()},
+                  str(tmp / OBJECTIVE_TENSORS))
     opt_tensors, opt_meta = optimizer_to_flat(opt)
     rng = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():

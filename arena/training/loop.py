@@ -23,7 +23,7 @@ import torch
 from arena.errors import TrainingFailed
 from arena.objectives.base import Objective, TrainContext
 from arena.training.cast_cache import FrozenCastCache
-from arena.training.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from arena.training.checkpoint import list_checkpoints, load_checkpoint, load_objective_tensors, save_checkpoint
 from arena.training.device import peak_memory_mb
 from arena.training.dropout import use_skip_dropout
 from arena.training.fused_ops import install_fused_ops
@@ -107,6 +107,7 @@ def _train(ctx: TrainContext, objective: Objective, method, out_dir: Path | None
         trainable, state = load_checkpoint(ckpts[-1], opt)
         method.load_trainable_state_dict(model, trainable)
         objective.load_state_dict(state.get("objective", {}))
+        objective.load_tensor_state(load_objective_tensors(ckpts[-1]))
         start = state["step"]
         sched.last_epoch = start - 1
         with warnings.catch_warnings():  # "step() before optimizer.step()": intended on resume
@@ -189,7 +190,7 @@ def _train(ctx: TrainContext, objective: Objective, method, out_dir: Path | None
                 if state := objective.state_dict():
                     extra["objective"] = state
                 save_checkpoint(ckpt_dir, step + 1, method.trainable_state_dict(model), opt, extra,
-                                keep=cfg.keep_checkpoints)
+                                keep=cfg.keep_checkpoints, objective_tensors=objective.tensor_state())
     finally:
         if log_file:
             log_file.close()
