@@ -35,6 +35,7 @@ from arena.errors import ConfigError
 from arena.objectives.base import LossOutput, Objective, TrainContext
 from arena.objectives.rl_losses import group_advantages
 from arena.objectives.sd_losses import masked_is_weights, sampled_token_distill_loss
+from arena.objectives.opd import monitor_reward, reward_metrics
 from arena.objectives.teacher import check_teacher_tokenizer, load_teacher, model_label, teacher_completion_logits
 from arena.rewards import check_reward_name, resolve_reward
 from arena import rollouts as R
@@ -115,6 +116,7 @@ class MOPD(Objective):
                 model, _, info = load_teacher(o.teachers[d], ctx.device)
                 ctx.extras["teachers"][d] = (model, info)
         self.reward_fn = resolve_reward(o.reward, target_name)[1] if o.orm_coef > 0 else None
+        self.monitor = monitor_reward(ctx)
         self.per_step = R.prompts_per_step(o.prompts_per_step, ctx.train)
         self.params = R.SamplingParams(o.temperature, o.top_p, o.max_new_tokens, o.n_samples)
         counts = {d: self.domains.count(d) for d in seen}
@@ -136,7 +138,8 @@ class MOPD(Objective):
             b["teacher_logprobs"] = self._teacher_logprobs(ctx, b, doms)
             b["n_loss_tokens"] = b["n_completion"]
             b["domains"] = doms
-            b["metrics"] = R.rollout_metrics(ro)
+            b["metrics"] = {**R.rollout_metrics(ro), **reward_metrics(
+                self.monitor, ro.texts, [self.pool.examples[idx[g]] for g in ro.group.tolist()])}
             for d in sorted(set(self.domains)):
                 b["metrics"][f"domain_{d}"] = doms.count(d) / len(doms)
             if o.orm_coef > 0:

@@ -32,6 +32,7 @@ from arena.objectives.rl_losses import reverse_kl, teacher_topk, topk_agreement,
 from arena.objectives.sd_losses import sampled_token_distill_loss
 from arena.schema import added_field
 from arena.objectives.teacher import align_vocab, prepare_teacher, teacher_completion_logits
+from arena.rewards import resolve_reward
 from arena import rollouts as R
 from arena.generation.seeds import derive_seed
 
@@ -50,8 +51,23 @@ def prepare_distillation(obj: Objective, ctx: TrainContext) -> dict:
     obj.pool = R.prompt_pool_for(ctx, o.max_new_tokens, need_answer=False)
     obj.per_step = R.prompts_per_step(o.prompts_per_step, ctx.train)
     obj.params = R.SamplingParams(o.temperature, o.top_p, o.max_new_tokens, o.n_samples)
+    obj.monitor = monitor_reward(ctx)
     return {"examples": len(obj.pool), "dropped": obj.pool.n_dropped, "prompts_per_step": obj.per_step,
             "teacher": teacher}
+
+
+def monitor_reward(ctx):
+    """The target's default reward, logged (never trained on) by distillation objectives so their
+    reward curves sit beside GRPO's; None when the target has none."""
+    target = getattr(ctx.target, "name", None)
+    return resolve_reward("auto", target)[1] if getattr(ctx.target, "default_reward", None) else None
+
+
+def reward_metrics(fn, texts: list[str], examples) -> dict:
+    if fn is None or any(e.answer is None for e in examples):
+        return {}
+    r = [fn(t, e.answer) for t, e in zip(texts, examples)]
+    return {"reward_mean": sum(r) / len(r), "pass_rate": sum(x >= 1.0 for x in r) / len(r)}
 
 
 @OBJECTIVES.register("opd")
@@ -103,7 +119,8 @@ class OPD(Objective):
             gen_s += ro.seconds
             b = ro.as_batch(ctx.tokenizer.pad_token_id)
             b["n_loss_tokens"] = b["n_completion"]
-            b["metrics"] = R.rollout_metrics(ro)
+            b["metrics"] = {**R.rollout_metrics(ro), **reward_metrics(
+                self.monitor, ro.texts, [self.pool.examples[idx[g]] for g in ro.group.tolist()])}
             out.append(b)
         for b in out:
             b["metrics"]["gen_s"] = gen_s
