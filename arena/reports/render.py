@@ -26,6 +26,7 @@ from arena.results.ilp import group_name, ilp_summary
 from arena.results.leaderboard import leaderboard
 from arena.results.load import Results, load_results
 from arena.results.matched import interpolation_curves, matched_plasticity
+from arena.results.objectives import display_tables, objectives_summary
 from arena.results.scales import SCALES, pick_scale
 
 LB_COLUMNS = ["model", "target", "objective", "label", "seeds", "{x}", "{x}_err", "{y}", "{y}_err", "forgetting_per_gain",
@@ -43,6 +44,7 @@ class ReportData:
     matched: dict
     paper: Optional[dict] = None
     ilp: Optional[dict] = None  # arena.results.ilp.ilp_summary: None when no finished run has an ilp section
+    objectives: Optional[dict] = None  # arena.results.objectives.objectives_summary: groups comparing objectives
     notes: list = field(default_factory=list)
     created: str = ""
 
@@ -85,7 +87,8 @@ def build(root, scale: str = "auto", paper: Optional[str] = None, budget: Option
         pdata = paper_table(lb, scale)
     return ReportData(root=Path(root), results=res, scale=scale, leaderboard=lb,
                       recommendations=recommend(lb, scale, done, budget), curves=curves, matched=matched,
-                      paper=pdata, ilp=ilp_summary(res), notes=notes, created=utc_now())
+                      paper=pdata, ilp=ilp_summary(res), objectives=objectives_summary(res), notes=notes,
+                      created=utc_now())
 
 
 def _lb_columns(data: ReportData) -> list[str]:
@@ -115,6 +118,7 @@ def to_markdown(data: ReportData) -> str:
     out += ["## Leaderboard", "", f"x = {s['x_label']}; y = {s['y_label']}; ± = `err_kind`.", "",
             exports.to_markdown(data.leaderboard, _lb_columns(data)), ""]
     out += _matched_md(data)
+    out += _objectives_md(data)
     out += _ilp_md(data)
     if data.paper:
         out += _paper_md(data)
@@ -215,6 +219,17 @@ EFFECT_NOTE = ("Effect = unlearned fraction of the mitigation run − that of it
                "(paired by sample key; negative: the mitigation learned more), with a seeded bootstrap 95% interval over "
                "samples; beyond noise = the interval excludes 0. Δ forgetting: mitigated − baseline (accuracy "
                "forgetting and general ΔCE), ± SE over seeds, or the evaluations' SE with one seed.")
+
+
+def _objectives_md(data: ReportData) -> list[str]:
+    out = []
+    for g in (data.objectives or {}).get("groups", []):
+        table, pairs = display_tables(g)
+        out += [f"## Objectives compared — {g['model']} · {g['target']} · {g['label']}", "", exports.to_markdown(table), ""]
+        if len(pairs):
+            out += [exports.to_markdown(pairs), ""]
+        out += [f"_{g['note']}_", ""]
+    return out
 
 
 def _ilp_md(data: ReportData) -> list[str]:
@@ -323,6 +338,13 @@ def to_html(data: ReportData) -> str:
                     if len(g.get("pairs", [])):
                         parts.append(_table_html(g["pairs"]))
                 parts.append(f"<p class='note'>{e(g.get('note', ''))}</p>")
+        for g in (data.objectives or {}).get("groups", []):
+            table, pairs = display_tables(g)
+            parts.append(f"<h2>Objectives compared — {e(str(g['model']))} · {e(str(g['target']))} · {e(str(g['label']))}</h2>")
+            parts.append(_table_html(table) + (_table_html(pairs) if len(pairs) else ""))
+            if len(g["curves"]):
+                parts.append(fig_html(figures.reward_figure(g["curves"])))
+            parts.append(f"<p class='note'>{e(g['note'])}</p>")
         parts += _ilp_html(data)
         if data.paper:
             parts.append(f"<h2>Against the paper (PEFT-Arena)</h2><p class='note'>Published: {e(CITATION)}. Measured "

@@ -131,3 +131,16 @@ def benchmark_figure(table: pd.DataFrame, title: str = "per-benchmark change (tu
                              error_y={"type": "data", "array": [_nan0(v) for v in table["se"]], "visible": True}))
     fig.update_layout(title=title, yaxis_title="Δ (accuracy or nats)", height=360)
     return fig
+
+
+def reward_figure(curves: pd.DataFrame, title: str = "reward per step (mean over seeds)") -> go.Figure:
+    """Logged reward_mean per step, one line per objective (seeds averaged)."""
+    fig = go.Figure()
+    if len(curves):
+        cmap = colors(sorted(curves["objective"].unique()))
+        for obj, g in curves.groupby("objective", sort=True):
+            m = g.groupby("step")["reward"].mean()
+            fig.add_trace(go.Scatter(x=m.index, y=m.values, mode="lines", name=str(obj), line={"color": cmap[obj]}))
+    fig.update_layout(title=title, xaxis_title="step", yaxis_title="reward (mean of the step's samples)",
+                      template="plotly_white", height=380)
+    return fig

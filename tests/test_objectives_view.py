@@ -1,0 +1,83 @@
+"""The report's "Objectives compared" view (arena/results/objectives.py) on hand-written records:
+held-out gain over the start model with the larger of the seed and evaluation SE, forgetting,
+reward curves from the train logs, and the verdict against GRPO."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from arena.reports.render import build, render
+from arena.results.load import load_results
+from arena.results.objectives import objectives_summary
+
+# objective -> (held-out accuracy after, per seed), start accuracy 0.40 everywhere (n = 100)
+AFTER = {"grpo": (0.50, 0.54), "sdpo": (0.70, 0.74), "rlsd": (0.52, 0.50)}
+DCE = {"grpo": (0.010, 0.012), "sdpo": (0.050, 0.046), "rlsd": (0.011, 0.009)}
+
+
+def _se(p, n=100):
+    return math.sqrt(p * (1 - p) / n)
+
+
+def _write(root, objective, seed):
+    acc = AFTER[objective][seed]
+    run = root / f"lora-arith-{objective}-s{seed}"
+    run.mkdir(parents=True)
+    rec = {"schema_version": 3, "run_id": run.name, "status": "done", "objective": objective, "target": "arith",
+           "config": {"model": {"name": "smollm2-135m-instruct"}, "target": {"name": "arith"},
+                      "objective": {"name": objective}, "method": {"name": "lora"}, "train": {"seed": seed}},
+           "method": {"name": "lora", "lr": 5e-4}, "train": {"steps": 4},
+           "probes": {"base": {"greedy": {"accuracy": 0.40, "se": _se(0.40), "n": 100}},
+                      "tuned": {"greedy": {"accuracy": acc, "se": _se(acc), "n": 100}}},
+           "eval": {"compare": {"proxies": {"general_nll": {"delta": DCE[objective][seed], "se": 0.002}}}}}
+    (run / "record.json").write_text(json.dumps(rec))
+    rewards = [0.4 + 0.05 * s + (0.1 if objective == "sdpo" else 0) for s in range(4)]
+    (run / "train_log.jsonl").write_text("".join(
+        json.dumps({"step": s + 1, "seconds": 2.0 + seed, "reward_mean": r, "teacher_share": 0.5}) + "\n"
+        for s, r in enumerate(rewards)))
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    for obj in AFTER:
+        for seed in (0, 1):
+            _write(tmp_path, obj, seed)
+    return tmp_path
+
+
+def test_summary_numbers_and_noise(sweep):
+    res = load_results(sweep)
+    (g,) = objectives_summary(res)["groups"]
+    s = g["summary"].set_index("objective")
+    assert g["reference"] == "grpo" and (s["seeds"] == 2).all()
+    assert s.loc["sdpo", "heldout_gain"] == pytest.approx(0.32)
+    # the seed SE of grpo (sd 0.0283 / √2 = 0.02) is below its evaluation SE: the larger one is used
+    ev = math.sqrt((_se(0.4) ** 2 * 2 + _se(0.5) ** 2 + _se(0.54) ** 2) / 2 / 2)
+    assert s.loc["grpo", "heldout_gain_se"] == pytest.approx(max(ev, 0.02))
+    assert s.loc["grpo", "forgetting_nll"] == pytest.approx(0.011)
+    # forgetting SE: seed SE = sd(0.050, 0.046)/√2 = (0.004/√2)/√2 = 0.002 beats the evaluation's 0.002/√2
+    assert s.loc["sdpo", "forgetting_nll_se"] == pytest.approx(0.002, rel=1e-6)
+    assert s.loc["sdpo", "reward_last"] == pytest.approx(sum(0.5 + 0.05 * i for i in range(4)) / 4)
+    assert s.loc["grpo", "s_per_step"] == pytest.approx(2.5) and s.loc["sdpo", "teacher_share"] == 0.5
+    p = g["pairs"].set_index("objective")
+    assert p.loc["sdpo", "d_heldout_gain"] == pytest.approx(0.20) and p.loc["sdpo", "heldout_gain_beyond_noise"]
+    assert not p.loc["rlsd", "heldout_gain_beyond_noise"]  # 0.51 vs 0.52: within noise
+    assert p.loc["sdpo", "forgetting_nll_beyond_noise"] and not p.loc["rlsd", "forgetting_nll_beyond_noise"]
+    assert len(g["curves"]) == 3 * 2 * 4
+
+
+def test_report_sections(sweep):
+    md = render(sweep, "md", scale="proxy")
+    assert "## Objectives compared — smollm2-135m-instruct · arith · lora" in md
+    assert "+32.0 ±" in md and "beyond noise" in md and "within noise" in md
+    html = render(sweep, "html", scale="proxy")
+    assert "Objectives compared" in html and "reward per step" in html
+
+
+def test_one_objective_has_no_comparison(tmp_path):
+    _write(tmp_path, "grpo", 0)
+    assert objectives_summary(load_results(tmp_path)) is None
+    assert build(tmp_path, scale="proxy").objectives is None
