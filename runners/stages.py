@@ -152,8 +152,7 @@ def mark_skipped(run_dir: Path, spec: RunSpec) -> None:
 
 
 def sweep_section(spec: RunSpec, sweep_name: str) -> dict:
-    return {"name": sweep_name, "run_id": spec.run_id, "label": spec.label, "seed": spec.seed, "stages": {},
-            "status": "partial"}
+    return {"name": sweep_name, **spec.sweep_section(), "stages": {}, "status": "partial"}
 
 
 def update_sweep(run_dir: Path, spec: RunSpec, change: Callable[[dict], None]) -> None:
@@ -180,7 +179,7 @@ def _sweep_name(run_dir: Path) -> str:
 def finish(run_dir: Path, spec: RunSpec, status: str) -> None:
     def change(sw):
         sw["status"] = status
-        sw["label"], sw["seed"], sw["run_id"] = spec.label, spec.seed, spec.run_id
+        sw.update(spec.sweep_section())
         sw["completed" if status == "complete" else "updated"] = utc_now()
 
     update_sweep(run_dir, spec, change)

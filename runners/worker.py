@@ -73,7 +73,7 @@ def write_failure(run_dir: Path, spec, error: str, retryable: bool, tb: str = ""
     write_run_record(run_dir, RunRecord(
         run_id=spec.run_id, status="failed", error=error, retryable=retryable, written_by="runner",
         config=spec.config, method={"name": spec.method}, target=spec.target, objective=spec.objective,
-        sweep={"run_id": spec.run_id, "label": spec.label, "seed": spec.seed, "stages": {}, "status": "failed"},
+        sweep={**spec.sweep_section(), "stages": {}, "status": "failed"},
         traceback=tb[-4000:], finished=utc_now()))
 
 

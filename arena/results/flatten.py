@@ -65,7 +65,10 @@ def flatten(rec: RunRecord, key: str) -> dict:
         "state": run_state(rec), "status": rec.status, "error": rec.error or sweep.get("error"),
         "model": get_path(cfg, "model", "name") or get_path(rec.model, "name"),
         "target": rec.target or get_path(cfg, "target", "name"),
-        "objective": rec.objective if isinstance(rec.objective, str) else get_path(cfg, "objective", "name"),
+        # a sweep's objective label (two entries of one objective) stands for the objective everywhere
+        "objective": sweep.get("objective_label") or (rec.objective if isinstance(rec.objective, str)
+                                                      else get_path(cfg, "objective", "name")),
+        "objective_name": rec.objective if isinstance(rec.objective, str) else get_path(cfg, "objective", "name"),
         "method": method, "label": sweep.get("label") or method,
         "seed": get_path(cfg, "train", "seed"),
         "lr": to_float(get_path(rec.method, "lr", default=get_path(cfg, "train", "lr"))),

@@ -41,15 +41,24 @@ class RunSpec:
     # stage name -> why a stage the sweep enables is not run for this run (ilp on a non-SFT run);
     # in plan.json only when non-empty, so plans of sweeps without such stages do not change
     skipped: dict = field(default_factory=dict)
+    # the objective entry's label, when it has one (in plan.json only then, like `skipped`)
+    objective_label: Optional[str] = None
 
     FIELDS = ("run_id", "config", "method", "label", "target", "objective", "seed", "model", "stages")
 
     def to_dict(self) -> dict:
-        return {**{k: getattr(self, k) for k in self.FIELDS}, **({"skipped": self.skipped} if self.skipped else {})}
+        return {**{k: getattr(self, k) for k in self.FIELDS}, **({"skipped": self.skipped} if self.skipped else {}),
+                **({"objective_label": self.objective_label} if self.objective_label else {})}
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunSpec":
-        return cls(**{k: d[k] for k in cls.FIELDS}, skipped=dict(d.get("skipped") or {}))
+        return cls(**{k: d[k] for k in cls.FIELDS}, skipped=dict(d.get("skipped") or {}),
+                   objective_label=d.get("objective_label"))
+
+    def sweep_section(self) -> dict:
+        """What a run's record says about its place in the sweep (the runner adds status and stages)."""
+        return {"run_id": self.run_id, "label": self.label, "seed": self.seed,
+                **({"objective_label": self.objective_label} if self.objective_label else {})}
 
 
 def identity(config: dict) -> dict:
@@ -57,6 +66,12 @@ def identity(config: dict) -> dict:
     c = copy.deepcopy(config)
     c.pop("out", None)
     c.pop("data_dir", None)
+    init = (c.get("model") or {}).get("init_from")
+    if init:  # resolved to an absolute path on load: hash it relative to the working folder, so an id
+        try:  # does not depend on where the checkout lives
+            c["model"]["init_from"] = Path(init).relative_to(Path.cwd()).as_posix()
+        except ValueError:
+            pass
     for k in RESULT_NEUTRAL_TRAIN_KEYS:
         c.get("train", {}).pop(k, None)
     return c
@@ -122,12 +137,13 @@ def expand(cfg: SweepConfig) -> list[RunSpec]:
                 obj_name = component_name(objective, "objectives")
                 objective = _component_dict(objective)
                 obj_train = objective.pop("train", None) or {}
+                obj_label = objective.pop("label", None)
                 for mi, m in enumerate(cfg.methods):
-                    if m.objectives is not None and obj_name not in m.objectives:
+                    if m.objectives is not None and obj_name not in m.objectives and obj_label not in m.objectives:
                         continue
                     for model in cfg.models:
                         train = {**cfg.train, **to_dict(cfg.budget), **obj_train, "seed": seed, **m.train}
-                        lr = m.lr_for(obj_name)
+                        lr = m.lr_for(obj_name, obj_label)
                         if lr is not None:
                             train["lr"] = lr
                         raw = {"model": model, "method": {"name": m.name, **m.options},
@@ -137,7 +153,8 @@ def expand(cfg: SweepConfig) -> list[RunSpec]:
                                               f"x objective {obj_name} x seed {seed}")
                         d = rc.to_dict()
                         d["out"] = None
-                        rid = f"{_slug(m.label)}-{_slug(rc.target.name)}-{_slug(rc.objective.name)}-s{seed}-{config_hash(d)}"
+                        rid = (f"{_slug(m.label)}-{_slug(rc.target.name)}-{_slug(obj_label or rc.objective.name)}"
+                               f"-s{seed}-{config_hash(d)}")
                         if len(cfg.models) > 1:
                             rid = f"{_slug(Path(rc.model.name).name)}-{rid}"
                         if rid in seen:
@@ -147,5 +164,5 @@ def expand(cfg: SweepConfig) -> list[RunSpec]:
                         runs.append(RunSpec(run_id=rid, config=d, method=m.name, label=m.label, target=rc.target.name,
                                             objective=rc.objective.name, seed=seed, model=rc.model.name,
                                             stages=stages_for(cfg, m, seed, rc.objective.name),
-                                            skipped=skipped_for(cfg, rc.objective.name)))
+                                            skipped=skipped_for(cfg, rc.objective.name), objective_label=obj_label))
     return runs

@@ -31,7 +31,9 @@ method's own path). So `arena eval --run`, `arena analyze` and a sweep stage can
 A method entry's keys other than `name`, `label`, `lr`, `train` and `objectives` are that method's
 options. `lr` is a number or a mapping objective -> number; `train` overrides any train field for that
 method; `objectives` restricts it to some of the sweep's objectives (the paper ran PiSSA and VeRA with
-SFT only). An objective entry may carry `train` overrides too (RL wants other batch settings than SFT).
+SFT only). An objective entry may carry `train` overrides too (RL wants other batch settings than SFT),
+and a `label`: two entries of one objective (OPD from two teachers) must have one each, and the
+label stands for the objective in run ids, records (`sweep.objective_label`) and every report view.
 """
 
 from __future__ import annotations
@@ -226,14 +228,22 @@ class MethodEntry:
         entry.options = {k: v for k, v in raw.items() if k not in cls.RESERVED}
         return entry
 
-    def lr_for(self, objective: str) -> Optional[float]:
+    def lr_for(self, objective: str, label: Optional[str] = None) -> Optional[float]:
+        """The lr for an objective entry: keyed by its label first, then its name, then "default"."""
         if isinstance(self.lr, dict):
+            if label is not None and label in self.lr:
+                return self.lr[label]
             return self.lr.get(objective, self.lr.get("default"))
         return self.lr
 
     def to_dict(self) -> dict:
         return {"name": self.name, "label": self.label, **self.options, **({"lr": self.lr} if self.lr is not None else {}),
                 **({"train": self.train} if self.train else {}), **({"objectives": self.objectives} if self.objectives else {})}
+
+
+def objective_label(entry) -> Optional[str]:
+    """An objective entry's `label` (two entries of one objective, e.g. OPD from two teachers), or None."""
+    return entry.get("label") if isinstance(entry, dict) else None
 
 
 def component_name(entry, field_name: str) -> str:
@@ -278,15 +288,32 @@ class SweepConfig:
         for what in ("targets", "objectives"):
             for i, e in enumerate(getattr(self, what)):
                 component_name(e, f"{what}[{i}]")
+        self._check_objective_labels()
         for k in ("steps", "batch_size", "grad_accum", "seq_len", "seed"):
             if k in self.train:
                 raise ConfigError(f"train.{k}", self.train[k], "set it in 'budget' (steps, batch_size, grad_accum, "
                                                                "seq_len) or 'seeds', so every run shares it")
         self._check_methods()
 
+    def _check_objective_labels(self) -> None:
+        """Two entries of one objective need labels; the reports and run ids use the label."""
+        seen: dict[str, int] = {}
+        for i, o in enumerate(self.objectives):
+            lab = objective_label(o)
+            if lab is not None and (not isinstance(lab, str) or not re.fullmatch(LABEL, lab)):
+                raise ConfigError(f"objectives[{i}].label", lab, "letters, digits, '.', '_', '+' and '-' only "
+                                                                 "(it becomes part of a folder name)")
+            key = lab or component_name(o, f"objectives[{i}]")
+            if key in seen:
+                raise ConfigError(f"objectives[{i}]" + (".label" if lab else ""), key,
+                                  f"already used by objectives[{seen[key]}]; give each entry of one objective its own "
+                                  "label (e.g. {name: opd, label: opd-rl-teacher, ...}): reports and run ids group by it")
+            seen[key] = i
+
     def _check_methods(self) -> None:
         labels = [m.label for m in self.methods]
         obj_names = [component_name(o, "objectives") for o in self.objectives]
+        obj_names += [lab for o in self.objectives if (lab := objective_label(o)) and lab not in obj_names]
         for i, m in enumerate(self.methods):
             for o in m.objectives or []:
                 if o not in obj_names:
