@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-from typing import Literal
+from typing import Literal, Optional
 
 import numpy as np
 import torch
@@ -71,6 +71,11 @@ class SFT(Objective):
         max_epochs: int = added_field(4)
         val_fraction: float = added_field(0.05)
         stop_delta: float = added_field(0.01)
+        # the off-policy cold start of OPD: train on a teacher's samples instead of the references
+        responses_from: Optional[str] = added_field(None)  # teacher: arena run folder or model
+        responses_temperature: float = added_field(0.7)
+        responses_top_p: float = added_field(0.95)
+        responses_max_new_tokens: int = added_field(64)
 
         def __post_init__(self):
             _check(0 < self.bucketing_similarity <= 1, "bucketing_similarity", self.bucketing_similarity,
@@ -86,6 +91,12 @@ class SFT(Objective):
             # no first epoch to stop after
             _check(not (self.progressive and self.reverse), "reverse", self.reverse,
                    "cannot be combined with objective.progressive")
+            _check(self.responses_from is None or bool(str(self.responses_from).strip()), "responses_from",
+                   self.responses_from, "a teacher (arena run folder or model), or null")
+            _check(self.responses_temperature > 0, "responses_temperature", self.responses_temperature, "must be > 0")
+            _check(0 < self.responses_top_p <= 1, "responses_top_p", self.responses_top_p, "must be in (0, 1]")
+            _check(self.responses_max_new_tokens > 0, "responses_max_new_tokens", self.responses_max_new_tokens,
+                   "must be a positive integer")
 
     def mitigation_options(self) -> "SFT.Options":
         """The mitigation options; a subclass with Options of its own (docs/extending.md's DFT) gets
@@ -99,8 +110,13 @@ class SFT(Objective):
         o, t = self.mitigation_options(), ctx.train
         examples = ctx.target.train_examples(ctx.seed)
         self.n_all = len(examples)
+        extra, source_idx = {}, list(range(len(examples)))  # index into train_examples(seed) of each example
+        if o.responses_from:
+            from arena.objectives.teacher_samples import teacher_responses
+
+            examples, source_idx, extra["teacher_responses"] = teacher_responses(
+                ctx, examples, o.responses_from, o.responses_temperature, o.responses_top_p, o.responses_max_new_tokens)
         train_idx = list(range(len(examples)))
-        extra = {}
         if o.progressive:
             n_val = max(1, round(o.val_fraction * len(examples)))
             if n_val >= len(examples):
@@ -113,7 +129,7 @@ class SFT(Objective):
         tokenized, dropped = tokenize_examples(ctx.tokenizer, train_ex, t.seq_len)
         kept = [train_ex[e.index] for e in tokenized]
         # index into train_examples(seed) of each packed document (what seen_steps reports)
-        self.example_index = np.array([train_idx[e.index] for e in tokenized], dtype=np.int64)
+        self.example_index = np.array([source_idx[train_idx[e.index]] for e in tokenized], dtype=np.int64)
         groups = None
         if o.bucketing == "conflicts":
             from arena.data.similarity import conflict_groups  # scikit-learn: imported only when used
