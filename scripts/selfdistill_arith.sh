@@ -7,4 +7,5 @@ START=results/selfdistill-arith-start
 arena train --config configs/selfdistill-arith-start.yaml --out "$START/warm"
 arena train --config configs/selfdistill-arith-start.yaml --steps 100 --set train.warmup_steps=4 --out "$START/teacher"
 arena sweep configs/selfdistill-arith-cpu.yaml "$@"
+arena report results/selfdistill-arith-cpu --format md
 arena report results/selfdistill-arith-cpu

@@ -81,3 +81,36 @@ def test_one_objective_has_no_comparison(tmp_path):
     _write(tmp_path, "grpo", 0)
     assert objectives_summary(load_results(tmp_path)) is None
     assert build(tmp_path, scale="proxy").objectives is None
+
+
+def test_opd_studies_view(tmp_path):
+    """Every OPD run with its teacher's accuracy, start model, overlap first -> last and outcome."""
+    teacher = tmp_path / "teachers" / "sft-teacher"
+    teacher.mkdir(parents=True)
+    (teacher / "record.json").write_text(json.dumps({"probes": {"tuned": {"greedy": {"accuracy": 0.58}}}}))
+    sweep = tmp_path / "sweep"
+    for arm, overlap, acc in (("opd-sft", 0.70, 0.55), ("opd-rl", 0.85, 0.60)):
+        run = sweep / f"lora-arith-{arm}-s0"
+        run.mkdir(parents=True)
+        rec = {"schema_version": 3, "run_id": run.name, "status": "done", "objective": "opd", "target": "arith",
+               "config": {"model": {"name": "m", "init_from": str(tmp_path / "warm")}, "target": {"name": "arith"},
+                          "objective": {"name": "opd", "teacher": str(teacher), "max_new_tokens": 24, "diag_k": 16},
+                          "method": {"name": "lora"}, "train": {"seed": 0}},
+               "sweep": {"run_id": run.name, "label": "lora", "seed": 0, "status": "complete", "objective_label": arm},
+               "probes": {"base": {"greedy": {"accuracy": 0.45, "se": 0.04, "n": 128}},
+                          "tuned": {"greedy": {"accuracy": acc, "se": 0.04, "n": 128}}}}
+        (run / "record.json").write_text(json.dumps(rec))
+        (run / "train_log.jsonl").write_text("".join(json.dumps(
+            {"step": s + 1, "overlap": overlap + 0.01 * s, "reverse_kl": 0.5 - 0.05 * s, "shared_mass": 0.9}) + "\n"
+            for s in range(8)))
+    from arena.results.opd_studies import opd_summary
+
+    summary = opd_summary(load_results(sweep))
+    runs = summary["runs"].set_index("arm")
+    assert runs.loc["opd-sft", "teacher_acc"] == 0.58 and runs.loc["opd-rl", "start"] == "warm"
+    assert runs.loc["opd-rl", "overlap_first"] == pytest.approx(0.85)
+    assert runs.loc["opd-rl", "overlap_last"] == pytest.approx(0.85 + 0.01 * (3 + 4 + 5 + 6 + 7) / 5)
+    assert runs.loc["opd-sft", "heldout_gain"] == pytest.approx(0.10)
+    assert "k = 16" in summary["note"] and "One seed" in summary["note"] and summary["varying"] == []
+    md = render(sweep, "md", scale="proxy")
+    assert "## On-policy distillation: overlap and outcome" in md and "0.850 → 0.900" in md and "+15.0 ± 5.7 pp" in md

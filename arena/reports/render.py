@@ -27,6 +27,7 @@ from arena.results.leaderboard import leaderboard
 from arena.results.load import Results, load_results
 from arena.results.matched import interpolation_curves, matched_plasticity
 from arena.results.objectives import display_tables, objectives_summary
+from arena.results.opd_studies import display_table as opd_table, opd_summary
 from arena.results.scales import SCALES, pick_scale
 
 LB_COLUMNS = ["model", "target", "objective", "label", "seeds", "{x}", "{x}_err", "{y}", "{y}_err", "forgetting_per_gain",
@@ -45,6 +46,7 @@ class ReportData:
     paper: Optional[dict] = None
     ilp: Optional[dict] = None  # arena.results.ilp.ilp_summary: None when no finished run has an ilp section
     objectives: Optional[dict] = None  # arena.results.objectives.objectives_summary: groups comparing objectives
+    opd: Optional[dict] = None  # arena.results.opd_studies.opd_summary: every OPD run with overlap and outcome
     notes: list = field(default_factory=list)
     created: str = ""
 
@@ -87,7 +89,7 @@ def build(root, scale: str = "auto", paper: Optional[str] = None, budget: Option
         pdata = paper_table(lb, scale)
     return ReportData(root=Path(root), results=res, scale=scale, leaderboard=lb,
                       recommendations=recommend(lb, scale, done, budget), curves=curves, matched=matched,
-                      paper=pdata, ilp=ilp_summary(res), objectives=objectives_summary(res), notes=notes,
+                      paper=pdata, ilp=ilp_summary(res), objectives=objectives_summary(res), opd=opd_summary(res), notes=notes,
                       created=utc_now())
 
 
@@ -139,6 +141,9 @@ def _matched_md(data: ReportData) -> list[str]:
         if len(g.get("pairs", [])):
             out += [exports.to_markdown(g["pairs"]), ""]
         out += [f"_{g['note']}_", ""]
+    if data.opd:
+        out += ["## On-policy distillation: overlap and outcome", "", exports.to_markdown(opd_table(data.opd)), "",
+                f"_{data.opd['note']}_", ""]
     return out
 
 
@@ -229,6 +234,9 @@ def _objectives_md(data: ReportData) -> list[str]:
         if len(pairs):
             out += [exports.to_markdown(pairs), ""]
         out += [f"_{g['note']}_", ""]
+    if data.opd:
+        out += ["## On-policy distillation: overlap and outcome", "", exports.to_markdown(opd_table(data.opd)), "",
+                f"_{data.opd['note']}_", ""]
     return out
 
 
@@ -345,6 +353,9 @@ def to_html(data: ReportData) -> str:
             if len(g["curves"]):
                 parts.append(fig_html(figures.reward_figure(g["curves"])))
             parts.append(f"<p class='note'>{e(g['note'])}</p>")
+        if data.opd:
+            parts.append("<h2>On-policy distillation: overlap and outcome</h2>" + _table_html(opd_table(data.opd))
+                         + f"<p class='note'>{e(data.opd['note'])}</p>")
         parts += _ilp_html(data)
         if data.paper:
             parts.append(f"<h2>Against the paper (PEFT-Arena)</h2><p class='note'>Published: {e(CITATION)}. Measured "
