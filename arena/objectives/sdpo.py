@@ -52,7 +52,9 @@ def distill_terms(logits, t_logits, logp, old, sel, o, diag_k: int = 8) -> tuple
     d = sdpo_divergence(s, t, o.alpha, o.top_k, o.add_tail)
     w = is_weights(logp[sel], old[sel], o.is_clip)
     agree = topk_agreement(s.detach(), t, diag_k)
+    lq = torch.log_softmax(t, dim=-1)
     return d * w, {"divergence": float(d.detach().mean()), "overlap": float(agree["overlap"].mean()),
+                   "teacher_entropy": float(-(lq.exp() * lq).sum(-1).mean()),
                    "is_clipped": float((w >= (o.is_clip or float("inf"))).float().mean())}
 
 
