@@ -247,6 +247,20 @@ def prompts_per_step(requested: int | None, train) -> int:
     return n
 
 
+def step_rollouts(ctx, pool: PromptPool, per_step: int, params: SamplingParams, step: int, tag: int,
+                  backend: str) -> list[tuple[list[int], Rollouts, dict]]:
+    """A step's micro-batches of rollouts, [(prompt indices, Rollouts, padded batch)]: each micro-batch
+    sampled with its own seed derived from (seed, step, micro-batch, tag)."""
+    from arena.generation.seeds import derive_seed
+
+    out = []
+    for m, idx in enumerate(pool.micro_batches(ctx.seed, step, per_step, ctx.train.grad_accum)):
+        ro = sample(ctx.model, ctx.tokenizer, [pool.prompt_ids[i] for i in idx], params,
+                    derive_seed(ctx.seed, step, m, tag), ctx.device, ctx.precision, backend)
+        out.append((idx, ro, ro.as_batch(ctx.tokenizer.pad_token_id)))
+    return out
+
+
 def rollout_metrics(ro: Rollouts) -> dict:
     lengths = ro.lengths.float()
     return {"response_length": float(lengths.mean()), "truncated": float((~ro.finished).float().mean())}

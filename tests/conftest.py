@@ -160,3 +160,21 @@ def other_tokenizer_teacher(tmp_path_factory) -> Path:
     build_model(tok, seed=0).save_pretrained(d)
     tok.save_pretrained(d)
     return d
+
+
+def interrupted_run(monkeypatch, cls, at_step: int, start):
+    """Run `start()` (a run_training call) with `cls.batches` raising KeyboardInterrupt at step
+    `at_step` (0-based), as a kill between checkpoints would; the real batches are restored after."""
+    real = cls.batches
+
+    def dying(self, ctx, step):
+        if step == at_step:
+            raise KeyboardInterrupt
+        return real(self, ctx, step)
+
+    monkeypatch.setattr(cls, "batches", dying)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            start()
+    finally:
+        monkeypatch.setattr(cls, "batches", real)

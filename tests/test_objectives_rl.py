@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import prepared_context
+from conftest import interrupted_run, prepared_context
 import torch
 
 from arena.cli import main
@@ -82,17 +82,7 @@ def test_grpo_resume_after_interrupt_matches_uninterrupted(tiny_run_config, tmp_
     sets = dict(objective="grpo", method="lora", train__steps=4, train__save_every=2, train__lr=1e-2, probe__heldout=0)
     opts = ("objective.n_samples=2", "objective.max_new_tokens=6")
     run_training(tiny_run_config(*opts, out=str(tmp_path / "a"), **sets), **QUIET)
-    real = GRPO.batches
-
-    def dying(self, ctx, step):
-        if step == 3:
-            raise KeyboardInterrupt
-        return real(self, ctx, step)
-
-    monkeypatch.setattr(GRPO, "batches", dying)
-    with pytest.raises(KeyboardInterrupt):
-        run_training(tiny_run_config(*opts, out=str(tmp_path / "b"), **sets), **QUIET)
-    monkeypatch.setattr(GRPO, "batches", real)
+    interrupted_run(monkeypatch, GRPO, 3, lambda: run_training(tiny_run_config(*opts, out=str(tmp_path / "b"), **sets), **QUIET))
     rec = run_training(tiny_run_config(*opts, out=str(tmp_path / "b"), **sets), **QUIET)
     assert rec["train"]["resumed_from"] == 2
     wa, wb = (load_file(str(tmp_path / r / "final" / "trainable.safetensors")) for r in ("a", "b"))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import prepared_context
+from conftest import interrupted_run, prepared_context
 
 from arena.cli import main
 from arena.errors import ConfigError
@@ -276,19 +276,9 @@ def test_sdpo_resume_restores_the_ema_teacher(tiny_run_config, tmp_path, monkeyp
     sets = dict(objective="sdpo", method="lora", train__steps=4, train__save_every=2, train__lr=1e-2, probe__heldout=0)
     opts = (*ROLL, "objective.success_threshold=0.3", "objective.teacher_ema_rate=0.5")
     run_training(tiny_run_config(*opts, out=str(tmp_path / "a"), **sets), **QUIET)
-    real = SDPO.batches
-
-    def dying(self, ctx, step):
-        if step == 3:
-            raise KeyboardInterrupt
-        return real(self, ctx, step)
-
-    monkeypatch.setattr(SDPO, "batches", dying)
-    with pytest.raises(KeyboardInterrupt):
-        run_training(tiny_run_config(*opts, out=str(tmp_path / "b"), **sets), **QUIET)
+    interrupted_run(monkeypatch, SDPO, 3, lambda: run_training(tiny_run_config(*opts, out=str(tmp_path / "b"), **sets), **QUIET))
     saved = load_file(str(tmp_path / "b" / "checkpoints" / "step-000002" / "objective.safetensors"))
     assert saved and all(k.startswith("teacher.") for k in saved)
-    monkeypatch.setattr(SDPO, "batches", real)
     rec = run_training(tiny_run_config(*opts, out=str(tmp_path / "b"), **sets), **QUIET)
     assert rec["train"]["resumed_from"] == 2
     wa, wb = (load_file(str(tmp_path / r / "final" / "trainable.safetensors")) for r in ("a", "b"))
@@ -296,36 +286,28 @@ def test_sdpo_resume_restores_the_ema_teacher(tiny_run_config, tmp_path, monkeyp
     assert [r["distill_loss"] for r in _log(tmp_path / "a") if "distill_loss" in r] == \
         [r["distill_loss"] for r in _log(tmp_path / "b") if "distill_loss" in r]
     # a checkpoint without the teacher's shadow is refused, not resumed with the wrong teacher
-    monkeypatch.setattr(SDPO, "batches", dying)
-    with pytest.raises(KeyboardInterrupt):
-        run_training(tiny_run_config(*opts, out=str(tmp_path / "c"), **sets), **QUIET)
+    interrupted_run(monkeypatch, SDPO, 3, lambda: run_training(tiny_run_config(*opts, out=str(tmp_path / "c"), **sets), **QUIET))
     (tmp_path / "c" / "checkpoints" / "step-000002" / "objective.safetensors").unlink()
-    monkeypatch.setattr(SDPO, "batches", real)
     with pytest.raises(ConfigError, match="teacher's shadow weights"):
         run_training(tiny_run_config(*opts, out=str(tmp_path / "c"), **sets), **QUIET)
 
 
 # -- bad input --------------------------------------------------------------------------------------
 
-def test_option_errors(tiny_run_config, teacher_dir):
-    with pytest.raises(ConfigError, match=r"objective\.template.*lacks the required slot.*\{solution\}"):
-        tiny_run_config("objective.template='{prompt} please'", objective="sdpo")
-    with pytest.raises(ConfigError, match=r"objective\.template.*lacks the required slot.*\{answer\}"):
-        tiny_run_config("objective.template='{prompt} {solution}'", objective="rlsd")
-    with pytest.raises(ConfigError, match=r"objective\.template.*unknown slot.*soluton"):
-        tiny_run_config("objective.template='{prompt} {soluton}'", objective="srpo")
-    with pytest.raises(ConfigError, match=r"objective\.teacher_weights"):
-        tiny_run_config("objective.teacher_weights=frozen", objective="sdpo")
-    with pytest.raises(ConfigError, match=r"objective\.alpha"):
-        tiny_run_config("objective.alpha=1.5", objective="sdpo")
-    with pytest.raises(ConfigError, match=r"objective\.lam"):
-        tiny_run_config("objective.lam=2", objective="rlsd")
-    with pytest.raises(ConfigError, match=r"objective\.teachers.*required"):
-        tiny_run_config(objective="mopd")
-    with pytest.raises(ConfigError, match=r"objective\.n_samples.*orm_coef"):
-        tiny_run_config(f"objective.teachers={{arith: {teacher_dir}}}", "objective.orm_coef=0.5", objective="mopd")
-    with pytest.raises(ConfigError, match=r"objective\.loss_agg"):
-        tiny_run_config("objective.loss_agg=seq-mean-token-sum", objective="srpo")
+@pytest.mark.parametrize("objective,sets,match", [
+    ("sdpo", ["objective.template='{prompt} please'"], r"objective\.template.*lacks the required slot.*\{solution\}"),
+    ("rlsd", ["objective.template='{prompt} {solution}'"], r"objective\.template.*lacks the required slot.*\{answer\}"),
+    ("srpo", ["objective.template='{prompt} {soluton}'"], r"objective\.template.*unknown slot.*soluton"),
+    ("sdpo", ["objective.teacher_weights=frozen"], r"objective\.teacher_weights"),
+    ("sdpo", ["objective.alpha=1.5"], r"objective\.alpha"),
+    ("rlsd", ["objective.lam=2"], r"objective\.lam"),
+    ("mopd", [], r"objective\.teachers.*required"),
+    ("mopd", ["objective.teachers={arith: TEACHER}", "objective.orm_coef=0.5"], r"objective\.n_samples.*orm_coef"),
+    ("srpo", ["objective.loss_agg=seq-mean-token-sum"], r"objective\.loss_agg"),
+])
+def test_option_errors(tiny_run_config, teacher_dir, objective, sets, match):
+    with pytest.raises(ConfigError, match=match):
+        tiny_run_config(*[x.replace("TEACHER", str(teacher_dir)) for x in sets], objective=objective)
 
 
 FAST = ["--model", "tiny", "--target", "arith", "--set", "train.progress=false", "--set", "target.n_train=256",

@@ -39,7 +39,6 @@ from arena.objectives.opd import monitor_reward, reward_metrics
 from arena.objectives.teacher import check_teacher_tokenizer, load_teacher, model_label, teacher_completion_logits
 from arena.rewards import check_reward_name, resolve_reward
 from arena import rollouts as R
-from arena.generation.seeds import derive_seed
 
 
 def example_domain(example, key: Optional[str], target_name: str) -> str:
@@ -127,12 +126,11 @@ class MOPD(Objective):
 
     def batches(self, ctx: TrainContext, step: int) -> list[dict]:
         o = self.options
-        out, gen_s, t0 = [], 0.0, time.perf_counter()
-        for m, idx in enumerate(self.pool.micro_batches(ctx.seed, step, self.per_step, ctx.train.grad_accum)):
-            ro = R.sample(ctx.model, ctx.tokenizer, [self.pool.prompt_ids[i] for i in idx], self.params,
-                          derive_seed(ctx.seed, step, m, 2), ctx.device, ctx.precision, o.backend)
-            gen_s += ro.seconds
-            b = ro.as_batch(ctx.tokenizer.pad_token_id)
+        out, t0 = [], time.perf_counter()
+        # the same rollouts as OPD's (seed tag 2): with one teacher MOPD is OPD's sampled-token form
+        rolled = R.step_rollouts(ctx, self.pool, self.per_step, self.params, step, 2, o.backend)
+        gen_s = sum(ro.seconds for _, ro, _ in rolled)
+        for idx, ro, b in rolled:
             doms = [self.domains[idx[g]] for g in ro.group.tolist()]
             b["old_logprobs"] = ro.logprobs[ro.completion_mask]
             b["teacher_logprobs"] = self._teacher_logprobs(ctx, b, doms)

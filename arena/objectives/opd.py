@@ -112,12 +112,10 @@ class OPD(Objective):
 
     def batches(self, ctx: TrainContext, step: int) -> list[dict]:
         o = self.options
-        out, gen_s, t0 = [], 0.0, time.perf_counter()
-        for m, idx in enumerate(self.pool.micro_batches(ctx.seed, step, self.per_step, ctx.train.grad_accum)):
-            ro = R.sample(ctx.model, ctx.tokenizer, [self.pool.prompt_ids[i] for i in idx], self.params,
-                          derive_seed(ctx.seed, step, m, 2), ctx.device, ctx.precision, o.backend)
-            gen_s += ro.seconds
-            b = ro.as_batch(ctx.tokenizer.pad_token_id)
+        out, t0 = [], time.perf_counter()
+        rolled = R.step_rollouts(ctx, self.pool, self.per_step, self.params, step, 2, o.backend)
+        gen_s = sum(ro.seconds for _, ro, _ in rolled)
+        for idx, ro, b in rolled:
             b["n_loss_tokens"] = b["n_completion"]
             b["metrics"] = {**R.rollout_metrics(ro), **reward_metrics(
                 self.monitor, ro.texts, [self.pool.examples[idx[g]] for g in ro.group.tolist()])}

@@ -58,22 +58,31 @@ def distill_terms(logits, t_logits, logp, old, sel, o, diag_k: int = 8) -> tuple
                    "is_clipped": float((w >= (o.is_clip or float("inf"))).float().mean())}
 
 
+@dataclass
+class DistillOptions(SelfDistilled.Options):
+    """The divergence options SDPO and SRPO share."""
+
+    alpha: float = 0.5  # 0: forward KL(T||S), 1: reverse KL(S||T), else generalized JSD
+    top_k: Optional[int] = 100  # the student's top-k + a tail bucket; null: full vocabulary
+    add_tail: bool = True  # top-k: tail bucket (True) or renormalise on the k tokens
+    is_clip: Optional[float] = 2.0  # importance weight cap; null: none
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_divergence_options(self)
+
+
 @OBJECTIVES.register("sdpo")
 class SDPO(SelfDistilled):
     name = "sdpo"
     description = "self-distillation (SDPO): distil into the student the same model shown a successful sibling"
 
     @dataclass
-    class Options(SelfDistilled.Options):
-        alpha: float = 0.5  # 0: forward KL(T||S), 1: reverse KL(S||T), else generalized JSD
-        top_k: Optional[int] = 100  # the student's top-k + a tail bucket; null: full vocabulary
-        add_tail: bool = True  # top-k: tail bucket (True) or renormalise on the k tokens
-        is_clip: Optional[float] = 2.0  # importance weight cap; null: none
+    class Options(DistillOptions):
         distill_weight: float = 1.0  # 1: SDPO replaces the policy gradient (official); <1: TRL's blend
 
         def __post_init__(self):
             super().__post_init__()
-            check_divergence_options(self)
             if not 0 <= self.distill_weight <= 1:
                 raise ConfigError("distill_weight", self.distill_weight, "must be in [0, 1]")
 

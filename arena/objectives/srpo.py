@@ -23,14 +23,12 @@ weight_std / weight_max (spread of w), divergence, overlap, clip_fraction.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
-
 from arena.components import OBJECTIVES
 from arena.errors import ConfigError
 from arena.objectives.base import LossOutput, TrainContext
 from arena.objectives.rl_losses import clipped_policy_loss
 from arena.objectives.sd_losses import entropy_weights, srpo_route
-from arena.objectives.sdpo import check_divergence_options, distill_terms
+from arena.objectives.sdpo import DistillOptions, distill_terms
 from arena.objectives.self_distill import SelfDistilled
 
 
@@ -40,16 +38,11 @@ class SRPO(SelfDistilled):
     description = "SRPO: failed samples with a correct sibling -> SDPO (entropy-weighted), the rest -> GRPO"
 
     @dataclass
-    class Options(SelfDistilled.Options):
+    class Options(DistillOptions):
         beta: float = 1.0  # w = exp(-beta * teacher entropy), normalised to mean 1
-        alpha: float = 0.5  # SDPO divergence: 0 forward KL, 1 reverse KL, else generalized JSD
-        top_k: Optional[int] = 100  # student's top-k + tail; null: full vocabulary
-        add_tail: bool = True
-        is_clip: Optional[float] = 2.0
 
         def __post_init__(self):
             super().__post_init__()
-            check_divergence_options(self)
             if self.beta < 0:
                 raise ConfigError("beta", self.beta, "must be >= 0 (0: no entropy weighting)")
             if self.loss_agg != "token-mean":
