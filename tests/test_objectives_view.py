@@ -114,3 +114,15 @@ def test_opd_studies_view(tmp_path):
     assert "k = 16" in summary["note"] and "One seed" in summary["note"] and summary["varying"] == []
     md = render(sweep, "md", scale="proxy")
     assert "## On-policy distillation: overlap and outcome" in md and "0.850 → 0.900" in md and "+15.0 ± 5.7 pp" in md
+
+
+def test_paired_gain_uses_per_problem_outcomes():
+    from arena.results.objectives import paired_gain
+
+    b = {"accuracy": 0.5, "se": 0.25, "per_example": [1, 0, 1, 0]}
+    t = {"accuracy": 0.75, "se": 0.2165, "per_example": [1, 1, 1, 0]}
+    g, se, kind = paired_gain(b, t)
+    # differences (0, 1, 0, 0): mean 0.25, sd 0.5, SE 0.25
+    assert (g, se, kind) == (0.25, 0.25, "paired")
+    g, se, kind = paired_gain({"accuracy": 0.5, "se": 0.25}, {"accuracy": 0.75, "se": 0.2165})
+    assert g == 0.25 and kind == "unpaired" and se == pytest.approx(math.hypot(0.25, 0.2165))

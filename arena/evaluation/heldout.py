@@ -39,6 +39,9 @@ def greedy_accuracy(model, tokenizer, examples, device, precision: str, answer_f
     correct = [answers_match(read(t), e.answer) for t, e in zip(texts, with_answers)]
     k = len(correct)
     acc = sum(correct) / k
+    # per_example (1/0 in the examples' order) lets a before/after comparison on the same problems
+    # use the paired SE (arena.results.objectives.paired_gain), far tighter than two binomial SEs
     return {"accuracy": acc, "se": math.sqrt(acc * (1 - acc) / k), "n": k, "max_new_tokens": max_new_tokens,
+            "per_example": [int(c) for c in correct],
             "samples": [{"prompt": e.prompt, "output": t, "answer": e.answer, "correct": c}
                         for e, t, c in list(zip(with_answers, texts, correct))[:5]]}

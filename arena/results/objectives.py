@@ -6,8 +6,8 @@ objectives, per objective over its seeds (k runs):
 - `heldout_gain`: the probe's greedy accuracy on held-out problems, tuned − start, where "start"
   is the run's own start model (the warm start under `model.init_from`), mean over seeds. Its SE is
   the larger of two noise estimates: the seed SE sd/√k (k ≥ 2) and the evaluation SE
-  √(mean_r(se_start² + se_tuned²) / k). The probe keeps summary statistics only, so the evaluation
-  SE treats start and tuned as independent samples: conservative, since they are the same problems.
+  √(mean_r(se_r²) / k), with se_r paired over the same problems when the record keeps per-problem
+  outcomes (`paired_gain`), else two binomial SEs combined (conservative).
 - `forgetting_nll`: the eval stage's general ΔCE proxy (rise of NLL on the base model's own
   responses to general prompts; against the catalogue base model, so a shared warm start adds the
   same amount to every objective), mean, with the same SE rule.
@@ -44,6 +44,20 @@ def _noise_se(values: list[float], eval_ses: list[float]) -> float:
     return float(np.nanmax([seed, ev])) if not (math.isnan(seed) and math.isnan(ev)) else math.nan
 
 
+def paired_gain(base: dict, tuned: dict) -> tuple[float, float, str]:
+    """(tuned − base accuracy, its SE, "paired" | "unpaired") for two probe results on one problem set.
+
+    With per-example outcomes on the same problems (same length): the SE of the mean difference,
+    sd(t_i − b_i)/√n; otherwise √(se_b² + se_t²), which treats the two as independent samples and
+    overstates the noise of a before/after difference."""
+    gain = to_float(tuned.get("accuracy")) - to_float(base.get("accuracy"))
+    b, t = base.get("per_example"), tuned.get("per_example")
+    if isinstance(b, list) and isinstance(t, list) and len(b) == len(t) > 1:
+        d = np.asarray(t, dtype=float) - np.asarray(b, dtype=float)
+        return float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d))), "paired"
+    return gain, math.hypot(to_float(base.get("se")), to_float(tuned.get("se"))), "unpaired"
+
+
 def run_rows(res: Results, tail: int = 10) -> pd.DataFrame:
     """One row per finished run: held-out gain (and its SE), forgetting proxy, reward, speed, diagnostics."""
     rows = []
@@ -57,10 +71,9 @@ def run_rows(res: Results, tail: int = 10) -> pd.DataFrame:
                "seed": r.seed, "forgetting_nll": to_float(getattr(r, "forgetting_nll", math.nan)),
                "forgetting_nll_se": to_float(getattr(r, "forgetting_nll_se", math.nan))}
         if isinstance(b, dict) and isinstance(t, dict):
+            gain, se, kind = paired_gain(b, t)
             row.update(start_acc=to_float(b.get("accuracy")), heldout_acc=to_float(t.get("accuracy")),
-                       heldout_gain=to_float(t.get("accuracy")) - to_float(b.get("accuracy")),
-                       heldout_gain_se=math.hypot(to_float(b.get("se")), to_float(t.get("se"))),
-                       heldout_n=to_float(t.get("n")))
+                       heldout_gain=gain, heldout_gain_se=se, heldout_se_kind=kind, heldout_n=to_float(t.get("n")))
         if len(log):
             if "reward_mean" in log:
                 row["reward_first"] = float(log["reward_mean"].head(tail).mean())
@@ -137,10 +150,12 @@ def objectives_summary(res: Results, reference: str = REFERENCE) -> Optional[dic
         summary = _summaries(g)
         ref = reference if reference in set(summary["objective"]) else summary["objective"].iloc[0]
         seeds = sorted(summary["seeds"].unique())
+        kinds = sorted(set(g["heldout_se_kind"].dropna())) if "heldout_se_kind" in g else []
         note = (f"{len(g)} runs; seeds per objective: {', '.join(map(str, seeds))}. Held-out gain = greedy "
                 f"accuracy after − at the start model (n = {int(g['heldout_n'].max()) if 'heldout_n' in g else '?'} "
-                "problems); ± = the larger of the seed SE and the evaluation SE; Δ vs "
-                f"{ref} beyond noise when |Δ| > 2 SE.")
+                f"problems; evaluation SE {' and '.join(kinds) or 'n/a'}: paired over the same problems where the "
+                "records keep per-problem outcomes, else two binomial SEs combined, which overstates it); ± = the "
+                f"larger of the seed SE and the evaluation SE; Δ vs {ref} beyond noise when |Δ| > 2 SE.")
         if max(seeds) < 2:
             note += " One seed: seed variance was not measured."
         groups.append({"model": model, "target": target, "label": label, "reference": ref, "summary": summary,

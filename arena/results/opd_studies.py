@@ -9,8 +9,8 @@ One row per OPD run (objective name `opd`, whatever its sweep label):
 - the conditions: top-k overlap between teacher and student on the student's rollouts at the
   first logged step and over the last `tail` steps (`overlap`, k = `objective.diag_k`; the paper
   uses k = 16), teacher mass on the shared set, and the reverse KL at the start and the end;
-- the outcome: held-out greedy accuracy gain over the start model with its SE (start and tuned
-  treated as independent samples: conservative), and the general ΔCE proxy when evaluated.
+- the outcome: held-out greedy accuracy gain over the start model with its SE (paired where the
+  records keep per-problem outcomes), and the general ΔCE proxy when evaluated.
 
 `studies` names which rows answer which of the five studies, by what differs between them (teacher,
 start model, prompt style, response length). Nothing here imports torch.
@@ -27,6 +27,7 @@ import pandas as pd
 
 from arena.results.flatten import get_path, to_float
 from arena.results.load import Results, train_log
+from arena.results.objectives import paired_gain
 
 
 def _teacher_accuracy(ref: Optional[str]) -> float:
@@ -61,9 +62,9 @@ def opd_runs(res: Results, tail: int = 5) -> pd.DataFrame:
                "max_new_tokens": obj.get("max_new_tokens"), "diag_k": obj.get("diag_k", 8),
                "forgetting_nll": to_float(getattr(r, "forgetting_nll", math.nan))}
         if isinstance(b, dict) and isinstance(t, dict):
+            gain, se, kind = paired_gain(b, t)
             row.update(start_acc=to_float(b.get("accuracy")), heldout_acc=to_float(t.get("accuracy")),
-                       heldout_gain=to_float(t.get("accuracy")) - to_float(b.get("accuracy")),
-                       heldout_gain_se=math.hypot(to_float(b.get("se")), to_float(t.get("se"))))
+                       heldout_gain=gain, heldout_gain_se=se, heldout_se_kind=kind)
         if len(log):
             for col, name in (("overlap", "overlap"), ("shared_mass", "shared_mass"), ("reverse_kl", "reverse_kl")):
                 if col in log:
@@ -87,8 +88,9 @@ def opd_summary(res: Results) -> Optional[dict]:
     k = sorted({int(x) for x in runs["diag_k"].dropna()})
     note = (f"{len(runs)} OPD run(s). Overlap = |top-k teacher ∩ top-k student| / k on the student's rollouts "
             f"(k = {', '.join(map(str, k))}; the paper uses 16), first logged step and mean of the last 5; "
-            "gain = held-out greedy accuracy after − at the start model, ± the two accuracies' SEs combined "
-            "(independent samples: conservative). Columns that differ between the runs: "
+            "gain = held-out greedy accuracy after − at the start model, ± its SE (paired over the same problems "
+            "where the records keep per-problem outcomes, else the two binomial SEs combined). Columns that "
+            "differ between the runs: "
             f"{', '.join(_varying(runs)) or 'none'}.")
     if runs["seed"].nunique() < 2:
         note += " One seed per arm: seed variance was not measured."
