@@ -5,7 +5,6 @@ the file format the readers expect."""
 from __future__ import annotations
 
 import json
-import types
 
 import pytest
 
@@ -74,8 +73,10 @@ def test_run_training_writes_a_record_that_round_trips_and_flattens(tiny_run_con
 
 
 def _spec(**kw):
-    return types.SimpleNamespace(**{"run_id": "lora-s0", "config": {"train": {"seed": 0}}, "method": "lora",
-                                    "target": "math", "objective": "sft", "label": "lora", "seed": 0, **kw})
+    from arena.sweeps.expand import RunSpec
+
+    return RunSpec(**{"run_id": "lora-s0", "config": {"train": {"seed": 0}}, "method": "lora", "target": "math",
+                      "objective": "sft", "label": "lora", "seed": 0, "model": "tiny", "stages": {}, **kw})
 
 
 def test_write_failure_writes_a_runner_record(tmp_path):
