@@ -28,13 +28,16 @@ def _cfg(objectives, **kw):
                                    "objectives": objectives, **kw})
 
 
-def test_duplicate_objective_needs_a_label():
-    with pytest.raises(ConfigError, match=r"objectives\[1\].*already used by objectives\[0\].*label"):
-        _cfg([{"name": "opd", "teacher": "tiny"}, {"name": "opd", "teacher": "tiny2"}])
-    with pytest.raises(ConfigError, match=r"objectives\[1\]\.label.*already used"):
+def test_labels_must_name_one_entry():
+    with pytest.raises(ConfigError, match=r"objectives\[1\]\.label.*already names objectives\[0\]"):
         _cfg([{"name": "opd", "label": "a", "teacher": "tiny"}, {"name": "opd", "label": "a", "teacher": "x"}])
+    with pytest.raises(ConfigError, match=r"objectives\[1\]\.label.*'sft'.*already names objectives\[0\]"):
+        _cfg(["sft", {"name": "opd", "label": "sft", "teacher": "tiny"}])
     with pytest.raises(ConfigError, match=r"objectives\[0\]\.label"):
         _cfg([{"name": "opd", "label": "a b", "teacher": "tiny"}])
+    # unlabelled entries of one objective stay allowed (an SFT baseline and its mitigation variant)
+    runs = expand(_cfg(["sft", {"name": "sft", "bucketing": "conflicts"}]))
+    assert len({r.run_id for r in runs}) == 2 and all(r.objective_label is None for r in runs)
 
 
 def test_labels_name_the_runs_and_select_lr_and_method_restrictions(teacher_dir):

@@ -32,8 +32,8 @@ A method entry's keys other than `name`, `label`, `lr`, `train` and `objectives`
 options. `lr` is a number or a mapping objective -> number; `train` overrides any train field for that
 method; `objectives` restricts it to some of the sweep's objectives (the paper ran PiSSA and VeRA with
 SFT only). An objective entry may carry `train` overrides too (RL wants other batch settings than SFT),
-and a `label`: two entries of one objective (OPD from two teachers) must have one each, and the
-label stands for the objective in run ids, records (`sweep.objective_label`) and every report view.
+and a `label` (two entries of one objective, e.g. OPD from two teachers, to be told apart): the label
+stands for the objective in run ids, records (`sweep.objective_label`) and every report view.
 """
 
 from __future__ import annotations
@@ -296,19 +296,24 @@ class SweepConfig:
         self._check_methods()
 
     def _check_objective_labels(self) -> None:
-        """Two entries of one objective need labels; the reports and run ids use the label."""
-        seen: dict[str, int] = {}
+        """A label names one entry: it may not repeat another entry's label or name. Unlabelled
+        entries of one objective stay allowed (their ids differ by hash; reports pool them, as an
+        SFT baseline and its mitigation variant are paired by the ILP views)."""
+        labels: dict[str, int] = {}
+        names = {component_name(o, f"objectives[{i}]"): i for i, o in enumerate(self.objectives)}
         for i, o in enumerate(self.objectives):
             lab = objective_label(o)
-            if lab is not None and (not isinstance(lab, str) or not re.fullmatch(LABEL, lab)):
+            if lab is None:
+                continue
+            if not isinstance(lab, str) or not re.fullmatch(LABEL, lab):
                 raise ConfigError(f"objectives[{i}].label", lab, "letters, digits, '.', '_', '+' and '-' only "
                                                                  "(it becomes part of a folder name)")
-            key = lab or component_name(o, f"objectives[{i}]")
-            if key in seen:
-                raise ConfigError(f"objectives[{i}]" + (".label" if lab else ""), key,
-                                  f"already used by objectives[{seen[key]}]; give each entry of one objective its own "
-                                  "label (e.g. {name: opd, label: opd-rl-teacher, ...}): reports and run ids group by it")
-            seen[key] = i
+            clash = labels.get(lab, names.get(lab) if names.get(lab) != i else None)
+            if clash is not None:
+                raise ConfigError(f"objectives[{i}].label", lab,
+                                  f"already names objectives[{clash}]; give each labelled entry its own label "
+                                  "(e.g. {name: opd, label: opd-rl-teacher, ...}): reports and run ids use it")
+            labels[lab] = i
 
     def _check_methods(self) -> None:
         labels = [m.label for m in self.methods]
