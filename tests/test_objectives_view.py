@@ -126,3 +126,20 @@ def test_paired_gain_uses_per_problem_outcomes():
     assert (g, se, kind) == (0.25, 0.25, "paired")
     g, se, kind = paired_gain({"accuracy": 0.5, "se": 0.25}, {"accuracy": 0.75, "se": 0.2165})
     assert g == 0.25 and kind == "unpaired" and se == pytest.approx(math.hypot(0.25, 0.2165))
+
+
+def test_opd_view_finds_a_relative_teacher_from_the_run_folder(tmp_path, monkeypatch):
+    """A sweep run from its project folder records `teacher: results/t`; the report may run elsewhere."""
+    from arena.results.opd_studies import opd_summary
+
+    proj = tmp_path / "proj"
+    (proj / "results" / "t").mkdir(parents=True)
+    (proj / "results" / "t" / "record.json").write_text(json.dumps({"probes": {"tuned": {"greedy": {"accuracy": 0.6}}}}))
+    run = proj / "results" / "sweep" / "lora-arith-opd-s0"
+    run.mkdir(parents=True)
+    run.joinpath("record.json").write_text(json.dumps({
+        "schema_version": 3, "run_id": run.name, "status": "done", "objective": "opd", "target": "arith",
+        "config": {"model": {"name": "m"}, "objective": {"name": "opd", "teacher": "results/t"}, "train": {"seed": 0}}}))
+    monkeypatch.chdir(tmp_path)
+    runs = opd_summary(load_results(proj / "results" / "sweep"))["runs"]
+    assert runs["teacher_acc"].tolist() == [0.6] and runs["start"].tolist() == ["base"]

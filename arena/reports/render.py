@@ -141,9 +141,6 @@ def _matched_md(data: ReportData) -> list[str]:
         if len(g.get("pairs", [])):
             out += [exports.to_markdown(g["pairs"]), ""]
         out += [f"_{g['note']}_", ""]
-    if data.opd:
-        out += ["## On-policy distillation: overlap and outcome", "", exports.to_markdown(opd_table(data.opd)), "",
-                f"_{data.opd['note']}_", ""]
     return out
 
 

@@ -30,15 +30,20 @@ from arena.results.load import Results, train_log
 from arena.results.objectives import paired_gain
 
 
-def _teacher_accuracy(ref: Optional[str]) -> float:
+def _teacher_accuracy(ref: Optional[str], run_dir: Path) -> float:
+    """The teacher run's own held-out greedy accuracy. A relative `ref` was relative to the folder the
+    sweep ran in, which is unknown here: tried as given, then against each ancestor of the run."""
     if not ref:
         return math.nan
-    p = Path(ref) / "record.json"
-    try:
-        rec = json.loads(p.read_text())
-    except (OSError, ValueError):
-        return math.nan
-    return to_float(get_path(rec, "probes", "tuned", "greedy", "accuracy"))
+    for base in (Path("."), *run_dir.resolve().parents):
+        p = (Path(ref) if Path(ref).is_absolute() else base / ref) / "record.json"
+        if p.is_file():
+            try:
+                rec = json.loads(p.read_text())
+            except (OSError, ValueError):
+                return math.nan
+            return to_float(get_path(rec, "probes", "tuned", "greedy", "accuracy"))
+    return math.nan
 
 
 def opd_runs(res: Results, tail: int = 5) -> pd.DataFrame:
@@ -57,7 +62,7 @@ def opd_runs(res: Results, tail: int = 5) -> pd.DataFrame:
         log = train_log(res.root / r.key)
         row = {"key": r.key, "arm": r.objective, "seed": r.seed, "target": r.target,
                "start": Path(init).name if init else "base", "teacher": Path(str(teacher)).name if teacher else None,
-               "teacher_acc": _teacher_accuracy(teacher),
+               "teacher_acc": _teacher_accuracy(teacher, res.root / r.key),
                "prompt_style": get_path(cfg, "target", "prompt_style") or "default",
                "max_new_tokens": obj.get("max_new_tokens"), "diag_k": obj.get("diag_k", 8),
                "forgetting_nll": to_float(getattr(r, "forgetting_nll", math.nan))}
