@@ -21,15 +21,14 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 
 from arena.components import OBJECTIVES
 from arena.errors import ConfigError
 from arena.objectives.base import LossOutput, Objective, TrainContext
-from arena.objectives.rl_losses import LossAgg, aggregate, clipped_policy_loss, group_advantages, k3_kl, scatter_tokens
+from arena.objectives.rl_losses import (LossAgg, aggregate, clipped_policy_loss, group_advantages, k3_kl,
+                                        scatter_tokens, token_logprobs)
 from arena.rewards import check_reward_name, resolve_reward
 from arena import rollouts as R
-from arena.generation.seeds import derive_seed
 
 
 @OBJECTIVES.register("grpo")
@@ -114,23 +113,18 @@ class GRPO(Objective):
                     logits, targets = R.completion_logits(ctx.model, batch, ctx.device, ctx.precision)
             finally:
                 ctx.model.train(was)
-        return (-F.cross_entropy(logits.float() / T, targets, reduction="none")).cpu()
+        return token_logprobs(logits, targets, T).cpu()
 
     # -- one step ---------------------------------------------------------------------------------
     def batches(self, ctx: TrainContext, step: int) -> list[dict]:
         o = self.options
-        pad = ctx.tokenizer.pad_token_id
         out, t0 = [], time.perf_counter()
-        gen_s = 0.0
-        for m, idx in enumerate(self.pool.micro_batches(ctx.seed, step, self.per_step, ctx.train.grad_accum)):
-            prompts = [self.pool.prompt_ids[i] for i in idx]
-            ro = R.sample(ctx.model, ctx.tokenizer, prompts, self.params, derive_seed(ctx.seed, step, m, 1),
-                          ctx.device, ctx.precision, o.backend)
-            gen_s += ro.seconds
+        rolled = R.step_rollouts(ctx, self.pool, self.per_step, self.params, step, 1, o.backend)
+        gen_s = sum(ro.seconds for _, ro, _ in rolled)
+        for idx, ro, b in rolled:
             answers = [self.pool.examples[i].answer for i in idx]
             rewards = torch.tensor([self.reward_fn(t, answers[g]) for t, g in zip(ro.texts, ro.group.tolist())])
             adv = group_advantages(rewards, o.n_samples, scale=o.scale_rewards)
-            b = ro.as_batch(pad)
             b["old_logprobs"] = ro.logprobs[ro.completion_mask]
             b["advantages"] = adv
             # what objectives built on GRPO read (self-distillation: siblings, references)
@@ -159,7 +153,7 @@ class GRPO(Objective):
         """(logits [n, V], the sampled tokens [n], log π_θ of them at the sampling temperature [n],
         the completion mask [N, T], the row of every token [n]) — with gradient."""
         logits, targets = R.completion_logits(ctx.model, batch, ctx.device, ctx.precision)
-        logp = -F.cross_entropy(logits.float() / self.options.temperature, targets, reduction="none")
+        logp = token_logprobs(logits, targets, self.options.temperature)
         cmask = batch["completion_mask"].to(ctx.device)
         return logits, targets, logp, cmask, cmask.nonzero()[:, 0]
 

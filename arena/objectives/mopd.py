@@ -33,10 +33,10 @@ import torch
 from arena.components import OBJECTIVES
 from arena.errors import ConfigError
 from arena.objectives.base import LossOutput, Objective, TrainContext
-from arena.objectives.rl_losses import group_advantages
+from arena.objectives.rl_losses import group_advantages, token_logprobs
 from arena.objectives.sd_losses import masked_is_weights, sampled_token_distill_loss
 from arena.objectives.opd import monitor_reward, reward_metrics
-from arena.objectives.teacher import check_teacher_tokenizer, load_teacher, model_label, teacher_completion_logits
+from arena.objectives.teacher import check_teacher_tokenizer, load_teacher, model_label
 from arena.rewards import check_reward_name, resolve_reward
 from arena import rollouts as R
 
@@ -161,10 +161,8 @@ class MOPD(Objective):
         for d in sorted(set(doms)):
             rows = [i for i, x in enumerate(doms) if x == d]
             sub = {"input_ids": batch["input_ids"][rows], "labels": batch["labels"][rows]}
-            teacher = ctx.extras["teachers"][d][0]
-            logits = teacher_completion_logits(teacher, sub, ctx.device, ctx.precision)
-            targets = sub["labels"][:, 1:][sub["labels"][:, 1:] != -100].to(ctx.device)
-            lp = torch.log_softmax(logits / T, -1).gather(-1, targets[:, None])[:, 0]
+            logits, targets = R.completion_logits(ctx.extras["teachers"][d][0], sub, ctx.device, ctx.precision)
+            lp = token_logprobs(logits, targets, T)
             sel = torch.isin(row_of, torch.tensor(rows))
             out[sel] = lp.cpu()
         return out
@@ -172,7 +170,7 @@ class MOPD(Objective):
     def loss(self, ctx: TrainContext, batch: dict) -> LossOutput:
         o = self.options
         logits, targets = R.completion_logits(ctx.model, batch, ctx.device, ctx.precision)
-        logp = -torch.nn.functional.cross_entropy(logits.float() / o.temperature, targets, reduction="none")
+        logp = token_logprobs(logits, targets, o.temperature)
         lt = batch["teacher_logprobs"].to(ctx.device)
         cmask = batch["completion_mask"].to(ctx.device)
         row_of = cmask.nonzero()[:, 0]

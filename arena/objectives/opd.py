@@ -28,7 +28,7 @@ import torch
 from arena.components import OBJECTIVES
 from arena.errors import ConfigError
 from arena.objectives.base import LossOutput, Objective, TrainContext
-from arena.objectives.rl_losses import reverse_kl, teacher_topk, topk_agreement, topk_reverse_kl
+from arena.objectives.rl_losses import reverse_kl, teacher_topk, token_logprobs, topk_agreement, topk_reverse_kl
 from arena.objectives.sd_losses import sampled_token_distill_loss
 from arena.schema import added_field
 from arena.objectives.teacher import align_vocab, prepare_teacher, teacher_completion_logits
@@ -132,9 +132,7 @@ class OPD(Objective):
         s_logits, t_logits = align_vocab(s_logits, t_logits)
         full = reverse_kl(s_logits, t_logits)
         if o.estimator == "sampled-token":
-            ls = torch.log_softmax(s_logits.float(), -1).gather(-1, tok[:, None])[:, 0]
-            lt = torch.log_softmax(t_logits.float(), -1).gather(-1, tok[:, None])[:, 0]
-            per_tok = sampled_token_distill_loss(ls, lt)
+            per_tok = sampled_token_distill_loss(token_logprobs(s_logits, tok), token_logprobs(t_logits, tok))
         elif o.top_k is None:
             per_tok = full
         else:

@@ -38,6 +38,15 @@ def group_advantages(rewards: torch.Tensor, group_size: int, scale: bool = True,
     return centred.reshape(-1)
 
 
+def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Log-probability of each sampled token under the temperature-scaled policy, [n, V] x [n] -> [n]:
+
+        log π(y_t) = log softmax(z_t / T)[y_t]
+
+    (fp32; what the rollout engines record as behaviour log-probs, recomputed here with gradient)."""
+    return -F.cross_entropy(logits.float() / temperature, targets, reduction="none")
+
+
 def clipped_policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor,
                         clip_eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token PPO/GRPO clipped surrogate, as a loss to minimise, and where the clip is active.

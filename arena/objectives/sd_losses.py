@@ -105,6 +105,13 @@ def srpo_route(rewards: torch.Tensor, group_size: int, threshold: float = 0.5) -
     return (~correct) & (first_success_sibling(rewards, group_size, threshold) >= 0)
 
 
+def teacher_entropy(teacher_logits: torch.Tensor) -> torch.Tensor:
+    """Per-position entropy of the teacher over the full vocabulary, [n, V] -> [n] (detached):
+    H_t = −Σ_v q_t(v) log q_t(v)."""
+    lq = F.log_softmax(teacher_logits.float(), dim=-1).detach()
+    return -(lq.exp() * lq).sum(-1)
+
+
 def entropy_weights(teacher_logits: torch.Tensor, beta: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """SRPO's dynamic weights (§3.2) at the routed tokens [n, V] -> (w [n], H_T [n]):
 
@@ -112,8 +119,7 @@ def entropy_weights(teacher_logits: torch.Tensor, beta: float = 1.0) -> tuple[to
         w̃_t = exp(−β·H_t),   w_t = w̃_t / mean_routed(w̃)   (mean 1 over the tokens given)
 
     Confident teacher positions weigh more. Detached. Empty input gives empty output."""
-    lq = F.log_softmax(teacher_logits.float(), dim=-1).detach()
-    h = -(lq.exp() * lq).sum(-1)
+    h = teacher_entropy(teacher_logits)
     w = torch.exp(-beta * h)
     if w.numel():
         w = w / w.mean()

@@ -31,7 +31,7 @@ from arena.components import OBJECTIVES
 from arena.errors import ConfigError
 from arena.objectives.base import LossOutput, TrainContext
 from arena.objectives.rl_losses import clipped_policy_loss, topk_agreement
-from arena.objectives.sd_losses import is_weights, sdpo_divergence
+from arena.objectives.sd_losses import is_weights, sdpo_divergence, teacher_entropy
 from arena.objectives.self_distill import SelfDistilled
 from arena.objectives.self_teacher import TeacherRows
 from arena.objectives.teacher import align_vocab
@@ -52,9 +52,8 @@ def distill_terms(logits, t_logits, logp, old, sel, o, diag_k: int = 8) -> tuple
     d = sdpo_divergence(s, t, o.alpha, o.top_k, o.add_tail)
     w = is_weights(logp[sel], old[sel], o.is_clip)
     agree = topk_agreement(s.detach(), t, diag_k)
-    lq = torch.log_softmax(t, dim=-1)
     return d * w, {"divergence": float(d.detach().mean()), "overlap": float(agree["overlap"].mean()),
-                   "teacher_entropy": float(-(lq.exp() * lq).sum(-1).mean()),
+                   "teacher_entropy": float(teacher_entropy(t).mean()),
                    "is_clipped": float((w >= (o.is_clip or float("inf"))).float().mean())}
 
 
@@ -93,17 +92,16 @@ class SDPO(SelfDistilled):
         out = super().batches(ctx, step)
         # The step's loss is a mean over the distilled tokens of all micro-batches (the loop divides
         # by Σ n_loss_tokens); the blend's GRPO mean is over all tokens, rescaled to that divisor.
-        n_sd = sum(int(TeacherRows.of(b).token_mask(b["completion_mask"]).sum()) for b in out)
-        n_all = sum(int(b["completion_mask"].sum()) for b in out)
-        for b in out:
-            b["n_distill"] = int(TeacherRows.of(b).token_mask(b["completion_mask"]).sum())
-            b["n_loss_tokens"] = b["n_distill"] if n_sd else int(b["completion_mask"].sum())
+        distilled = [int(TeacherRows.of(b).token_mask(b["completion_mask"]).sum()) for b in out]
+        n_sd, n_all = sum(distilled), sum(int(b["completion_mask"].sum()) for b in out)
+        for b, n in zip(out, distilled):
+            b["n_loss_tokens"] = n if n_sd else int(b["completion_mask"].sum())
             b["pg_scale"] = (n_sd / n_all) if n_sd else 1.0
         return out
 
     def loss(self, ctx: TrainContext, batch: dict) -> LossOutput:
         o = self.options
-        rows, sel, t_logits = self.teacher_logits(ctx, batch)
+        sel, t_logits = self.teacher_logits(ctx, batch)
         logits, _, logp, cmask, tok_rows = self.student_forward(ctx, batch)
         old = batch["old_logprobs"].to(ctx.device)
         metrics = dict(batch["metrics"])

@@ -18,7 +18,8 @@ import torch
 from arena.errors import ConfigError
 from arena.objectives.base import TrainContext
 from arena.objectives.grpo import GRPO
-from arena.objectives.sd_losses import first_success_sibling
+from arena.objectives.rl_losses import token_logprobs
+from arena.objectives.sd_losses import first_success_sibling, teacher_entropy
 from arena.objectives.self_teacher import (
     SOLUTION_TEMPLATE,
     TeacherRows,
@@ -87,31 +88,25 @@ class SelfDistilled(GRPO):
         return {int(r): {"solution": batch["texts"][int(demo[r])]} for r in rows if demo[r] >= 0}
 
     # -- teacher scores at loss time -------------------------------------------------------------------
-    def teacher_logits(self, ctx: TrainContext, batch: dict) -> tuple[TeacherRows, torch.Tensor, torch.Tensor]:
-        """(rows, [n] bool mask of their tokens among the student's, teacher logits [n_sel, V] at
-        the sampling temperature). Run before the student's forward (the weights are swapped)."""
+    def teacher_logits(self, ctx: TrainContext, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """([n] bool mask of the teacher rows' tokens among the student's, teacher logits [n_sel, V]
+        at the sampling temperature). Run before the student's forward (the weights are swapped)."""
         rows = TeacherRows.of(batch)
         sel = rows.token_mask(batch["completion_mask"]).to(ctx.device)
         t = score(ctx.model, self.teacher, rows, ctx.device, ctx.precision)
-        return rows, sel, t / self.options.temperature
-
-    @staticmethod
-    def sampled_logp(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return torch.log_softmax(logits.float(), dim=-1).gather(-1, targets[:, None])[:, 0]
+        return sel, t / self.options.temperature
 
     def teacher_gap(self, ctx, batch, logits, targets, logp) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """Δ_t = sg(log P_T(y_t) − log P_S(y_t)) at the teacher rows' tokens ([n], 0 elsewhere), the
         token mask, and diagnostics (mean gap, teacher entropy)."""
-        _, sel, t = self.teacher_logits(ctx, batch)
+        sel, t = self.teacher_logits(ctx, batch)
         gap = torch.zeros_like(logp)
         metrics = {}
         if sel.any():
             _, t = align_vocab(logits[sel], t)
-            lt = self.sampled_logp(t, targets[sel])
-            gap[sel] = (lt - logp[sel].detach())
-            lq = torch.log_softmax(t, dim=-1)
+            gap[sel] = token_logprobs(t, targets[sel]) - logp[sel].detach()  # t is already at temperature
             metrics["teacher_gap"] = float(gap[sel].mean())
-            metrics["teacher_entropy"] = float(-(lq.exp() * lq).sum(-1).mean())
+            metrics["teacher_entropy"] = float(teacher_entropy(t).mean())
         return gap.detach(), sel, metrics
 
     # -- teacher weights through training --------------------------------------------------------------

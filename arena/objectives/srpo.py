@@ -62,7 +62,7 @@ class SRPO(SelfDistilled):
 
     def loss(self, ctx: TrainContext, batch: dict) -> LossOutput:
         o = self.options
-        rows, sel, t_logits = self.teacher_logits(ctx, batch)
+        sel, t_logits = self.teacher_logits(ctx, batch)
         logits, _, logp, cmask, tok_rows = self.student_forward(ctx, batch)
         old = batch["old_logprobs"].to(ctx.device)
         adv = batch["advantages"].to(ctx.device)[tok_rows]
