@@ -58,6 +58,17 @@ def paired_gain(base: dict, tuned: dict) -> tuple[float, float, str]:
     return gain, math.hypot(to_float(base.get("se")), to_float(tuned.get("se"))), "unpaired"
 
 
+def heldout_columns(rec) -> dict:
+    """The probe's held-out greedy accuracy at the start and after, and the gain with its SE
+    (`paired_gain`); {} when the record has no greedy probe."""
+    b, t = get_path(rec.probes, "base", "greedy"), get_path(rec.probes, "tuned", "greedy")
+    if not (isinstance(b, dict) and isinstance(t, dict)):
+        return {}
+    gain, se, kind = paired_gain(b, t)
+    return {"start_acc": to_float(b.get("accuracy")), "heldout_acc": to_float(t.get("accuracy")), "heldout_gain": gain,
+            "heldout_gain_se": se, "heldout_se_kind": kind, "heldout_n": to_float(t.get("n"))}
+
+
 def run_rows(res: Results, tail: int = 10) -> pd.DataFrame:
     """One row per finished run: held-out gain (and its SE), forgetting proxy, reward, speed, diagnostics."""
     rows = []
@@ -65,15 +76,10 @@ def run_rows(res: Results, tail: int = 10) -> pd.DataFrame:
         rec = res.records.get(r.key)
         if rec is None:
             continue
-        b, t = get_path(rec.probes, "base", "greedy"), get_path(rec.probes, "tuned", "greedy")
         log = train_log(res.root / r.key)
         row = {"key": r.key, "model": r.model, "target": r.target, "label": r.label, "objective": r.objective,
                "seed": r.seed, "forgetting_nll": to_float(getattr(r, "forgetting_nll", math.nan)),
-               "forgetting_nll_se": to_float(getattr(r, "forgetting_nll_se", math.nan))}
-        if isinstance(b, dict) and isinstance(t, dict):
-            gain, se, kind = paired_gain(b, t)
-            row.update(start_acc=to_float(b.get("accuracy")), heldout_acc=to_float(t.get("accuracy")),
-                       heldout_gain=gain, heldout_gain_se=se, heldout_se_kind=kind, heldout_n=to_float(t.get("n")))
+               "forgetting_nll_se": to_float(getattr(r, "forgetting_nll_se", math.nan)), **heldout_columns(rec)}
         if len(log):
             if "reward_mean" in log:
                 row["reward_first"] = float(log["reward_mean"].head(tail).mean())

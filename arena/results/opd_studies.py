@@ -27,7 +27,7 @@ import pandas as pd
 
 from arena.results.flatten import get_path, to_float
 from arena.results.load import Results, train_log
-from arena.results.objectives import paired_gain
+from arena.results.objectives import heldout_columns
 
 
 def _teacher_accuracy(ref: Optional[str], run_dir: Path) -> float:
@@ -58,18 +58,13 @@ def opd_runs(res: Results, tail: int = 5) -> pd.DataFrame:
         obj = cfg.get("objective") or {}
         teacher = obj.get("teacher")
         init = get_path(cfg, "model", "init_from")
-        b, t = get_path(rec.probes, "base", "greedy"), get_path(rec.probes, "tuned", "greedy")
         log = train_log(res.root / r.key)
         row = {"key": r.key, "arm": r.objective, "seed": r.seed, "target": r.target,
                "start": Path(init).name if init else "base", "teacher": Path(str(teacher)).name if teacher else None,
                "teacher_acc": _teacher_accuracy(teacher, res.root / r.key),
                "prompt_style": get_path(cfg, "target", "prompt_style") or "default",
                "max_new_tokens": obj.get("max_new_tokens"), "diag_k": obj.get("diag_k", 8),
-               "forgetting_nll": to_float(getattr(r, "forgetting_nll", math.nan))}
-        if isinstance(b, dict) and isinstance(t, dict):
-            gain, se, kind = paired_gain(b, t)
-            row.update(start_acc=to_float(b.get("accuracy")), heldout_acc=to_float(t.get("accuracy")),
-                       heldout_gain=gain, heldout_gain_se=se, heldout_se_kind=kind)
+               "forgetting_nll": to_float(getattr(r, "forgetting_nll", math.nan)), **heldout_columns(rec)}
         if len(log):
             for col, name in (("overlap", "overlap"), ("shared_mass", "shared_mass"), ("reverse_kl", "reverse_kl")):
                 if col in log:
