@@ -17,8 +17,8 @@ from arena.generation.seeds import derive_seed
 from arena import rollouts as R
 
 
-def teacher_responses(ctx, examples: list, ref: str, temperature: float, top_p: float, max_new_tokens: int,
-                      keep_truncated: bool = False) -> tuple[list, list[int], dict]:
+def teacher_responses(ctx, examples: list, ref: str, temperature: float, top_p: float,
+                      max_new_tokens: int) -> tuple[list, list[int], dict]:
     """(examples with teacher responses, the index of each in `examples`, stats for the run record)."""
     from arena.objectives.teacher import load_teacher, model_label  # loads models: imported when used
 
@@ -28,7 +28,7 @@ def teacher_responses(ctx, examples: list, ref: str, temperature: float, top_p: 
     ro = R.sample(teacher, ctx.tokenizer, prompts, params, derive_seed(ctx.seed, 0x7EAC), ctx.device, ctx.precision)
     out, index, truncated, empty = [], [], 0, 0
     for i, (e, text, fin) in enumerate(zip(examples, ro.texts, ro.finished.tolist())):
-        if not fin and not keep_truncated:
+        if not fin:
             truncated += 1
             continue
         if not text.strip():

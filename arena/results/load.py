@@ -28,6 +28,13 @@ class Results:
     df: pd.DataFrame
     records: dict[str, RunRecord] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    _logs: dict = field(default_factory=dict, repr=False)
+
+    def train_log(self, key: str) -> pd.DataFrame:
+        """The train log of run `key`, read once however many views ask for it."""
+        if key not in self._logs:
+            self._logs[key] = train_log(self.root / key)
+        return self._logs[key]
 
     @property
     def done(self) -> pd.DataFrame:

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from arena.results.flatten import get_path, to_float
-from arena.results.load import Results, train_log
+from arena.results.load import Results
 
 DIAGNOSTICS = ("teacher_share", "routed_sdpo", "gated", "weight_std", "distill_loss", "overlap", "reverse_kl",
                "teacher_entropy", "clip_fraction", "response_length")
@@ -76,7 +76,7 @@ def run_rows(res: Results, tail: int = 10) -> pd.DataFrame:
         rec = res.records.get(r.key)
         if rec is None:
             continue
-        log = train_log(res.root / r.key)
+        log = res.train_log(r.key)
         row = {"key": r.key, "model": r.model, "target": r.target, "label": r.label, "objective": r.objective,
                "seed": r.seed, "forgetting_nll": to_float(getattr(r, "forgetting_nll", math.nan)),
                "forgetting_nll_se": to_float(getattr(r, "forgetting_nll_se", math.nan)), **heldout_columns(rec)}
@@ -133,7 +133,7 @@ def reward_curves(res: Results, keys: list[str]) -> pd.DataFrame:
     """reward_mean per logged step for the given runs: columns key, objective, seed, step, reward."""
     rows = []
     for key in keys:
-        log = train_log(res.root / key)
+        log = res.train_log(key)
         if not len(log) or "reward_mean" not in log:
             continue
         obj = res.df.loc[res.df["key"] == key, "objective"].iloc[0]

@@ -26,7 +26,7 @@ from typing import Optional
 import pandas as pd
 
 from arena.results.flatten import get_path, to_float
-from arena.results.load import Results, train_log
+from arena.results.load import Results
 from arena.results.objectives import heldout_columns
 
 
@@ -58,7 +58,7 @@ def opd_runs(res: Results, tail: int = 5) -> pd.DataFrame:
         obj = cfg.get("objective") or {}
         teacher = obj.get("teacher")
         init = get_path(cfg, "model", "init_from")
-        log = train_log(res.root / r.key)
+        log = res.train_log(r.key)
         row = {"key": r.key, "arm": r.objective, "seed": r.seed, "target": r.target,
                "start": Path(init).name if init else "base", "teacher": Path(str(teacher)).name if teacher else None,
                "teacher_acc": _teacher_accuracy(teacher, res.root / r.key),
