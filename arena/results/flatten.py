@@ -59,6 +59,7 @@ def flatten(rec: RunRecord, key: str) -> dict:
     cfg = rec.config or {}
     sweep = rec.sweep if isinstance(rec.sweep, dict) else {}
     method = get_path(rec.method, "name") or get_path(cfg, "method", "name")
+    objective = rec.objective if isinstance(rec.objective, str) else get_path(cfg, "objective", "name")
     tr = rec.train or {}
     row = {
         "key": key, "run_id": rec.run_id or Path(key).name, "sweep": sweep.get("name") or Path(key).parent.name,
@@ -66,9 +67,7 @@ def flatten(rec: RunRecord, key: str) -> dict:
         "model": get_path(cfg, "model", "name") or get_path(rec.model, "name"),
         "target": rec.target or get_path(cfg, "target", "name"),
         # a sweep's objective label (two entries of one objective) stands for the objective everywhere
-        "objective": sweep.get("objective_label") or (rec.objective if isinstance(rec.objective, str)
-                                                      else get_path(cfg, "objective", "name")),
-        "objective_name": rec.objective if isinstance(rec.objective, str) else get_path(cfg, "objective", "name"),
+        "objective": sweep.get("objective_label") or objective, "objective_name": objective,
         "method": method, "label": sweep.get("label") or method,
         "seed": get_path(cfg, "train", "seed"),
         "lr": to_float(get_path(rec.method, "lr", default=get_path(cfg, "train", "lr"))),
