@@ -29,6 +29,7 @@ from arena.objectives.base import LossOutput, TrainContext
 from arena.objectives.rlsd import check_reweighting, reweighted_loss
 from arena.objectives.sd_losses import linear_decay
 from arena.objectives.self_distill import SelfDistilled
+from arena.objectives.self_teacher import TeacherMode
 
 
 @OBJECTIVES.register("rlrt")
@@ -41,7 +42,7 @@ class RLRT(SelfDistilled):
         lam: float = 0.5
         lam_decay_steps: Optional[int] = None  # null: constant λ
         eps_w: float = 0.2
-        teacher_weights: str = "current"
+        teacher_weights: TeacherMode = "current"
 
         def __post_init__(self):
             super().__post_init__()

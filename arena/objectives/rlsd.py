@@ -29,7 +29,7 @@ from arena.errors import ConfigError
 from arena.objectives.base import LossOutput, TrainContext
 from arena.objectives.sd_losses import linear_decay, reweighted_advantages
 from arena.objectives.self_distill import SelfDistilled
-from arena.objectives.self_teacher import ANSWER_TEMPLATE
+from arena.objectives.self_teacher import ANSWER_TEMPLATE, TeacherMode
 
 
 def check_reweighting(o) -> None:
@@ -69,7 +69,7 @@ class RLSD(SelfDistilled):
         lam: float = 0.5  # λ at step 0
         lam_decay_steps: Optional[int] = 50  # λ -> 0 linearly over these steps; null: constant
         eps_w: float = 0.2  # clip of the token weight
-        teacher_weights: str = "synced"
+        teacher_weights: TeacherMode = "synced"
         teacher_sync_every: int = 10
 
         def __post_init__(self):

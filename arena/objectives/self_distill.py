@@ -22,6 +22,7 @@ from arena.objectives.rl_losses import token_logprobs
 from arena.objectives.sd_losses import first_success_sibling, teacher_entropy
 from arena.objectives.self_teacher import (
     SOLUTION_TEMPLATE,
+    TeacherMode,
     TeacherRows,
     TeacherWeights,
     build_rows,
@@ -43,13 +44,13 @@ class SelfDistilled(GRPO):
         template: str = SOLUTION_TEMPLATE  # the teacher's user turn; slots {prompt} {solution} {answer}
         success_threshold: float = 0.5  # reward >= this: a successful rollout (a demonstration)
         exclude_self: bool = True  # a sample is never its own demonstration (SDPO: dont_reprompt_on_self_success)
-        teacher_weights: str = "ema"  # current | ema | synced
+        teacher_weights: TeacherMode = "ema"
         teacher_ema_rate: float = 0.05  # ema: θ̄ ← (1−r)·θ̄ + r·θ after every step
         teacher_sync_every: int = 10  # synced: copy θ every N steps, frozen in between
 
         def __post_init__(self):
             super().__post_init__()
-            check_teacher_options(self.teacher_weights, self.teacher_ema_rate, self.teacher_sync_every)
+            check_teacher_options(self.teacher_ema_rate, self.teacher_sync_every)
 
     @classmethod
     def validate_options(cls, options) -> None:

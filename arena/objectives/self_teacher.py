@@ -118,9 +118,7 @@ class TeacherWeights:
         self.shadow = [state[f"teacher.{n}"].float().clone() for n, _ in self.named]
 
 
-def check_teacher_options(mode: str, rate: float, sync_every: int) -> None:
-    if mode not in ("current", "ema", "synced"):
-        raise ConfigError("teacher_weights", mode, "must be one of: current, ema, synced")
+def check_teacher_options(rate: float, sync_every: int) -> None:
     if not 0 < rate <= 1:
         raise ConfigError("teacher_ema_rate", rate, "must be in (0, 1] (θ̄ ← (1−r)·θ̄ + r·θ)")
     if sync_every <= 0:
