@@ -49,6 +49,18 @@ def _loss_and_grads(ctx, objective, batch):
     return float(out.loss_sum.detach()), out.n_tokens, _grads(ctx.model)
 
 
+def _step0(tiny_run_config, *sets, objective: str):
+    """(step 0's only micro-batch, (loss, tokens, grads) of it) for a fresh full-FT run of `objective`."""
+    ctx, _, obj = prepared_context(tiny_run_config(*sets, objective=objective, method="full"))
+    (b,) = obj.batches(ctx, 0)
+    return b, _loss_and_grads(ctx, obj, b)
+
+
+def _assert_same_update(got, want, loss_tol: dict, grad_atol: float):
+    assert got[0] == pytest.approx(want[0], **loss_tol) and got[1] == want[1]
+    assert all(torch.allclose(want[2][k], got[2][k], atol=grad_atol) for k in want[2])
+
+
 def _find_batch(ctx, objective, want, steps=range(0, 12)):
     """The first step whose (only) micro-batch satisfies `want` (rollouts are seeded per step)."""
     for s in steps:
@@ -111,19 +123,12 @@ def test_rlsd_context_is_the_reference_answer_and_rlrt_only_correct_rollouts(tin
 # -- reductions ---------------------------------------------------------------------------------
 
 def test_rlsd_with_lambda_zero_is_grpo(tiny_run_config):
-    ctx, _, grpo = prepared_context(tiny_run_config(*ROLL, objective="grpo", method="full"))
-    (gb,) = grpo.batches(ctx, 0)
-    lg = _loss_and_grads(ctx, grpo, gb)
-    ctx2, _, rlsd = prepared_context(tiny_run_config(*ROLL, "objective.lam=0", objective="rlsd", method="full"))
-    (rb,) = rlsd.batches(ctx2, 0)
+    gb, lg = _step0(tiny_run_config, *ROLL, objective="grpo")
+    rb, lr = _step0(tiny_run_config, *ROLL, "objective.lam=0", objective="rlsd")
     assert torch.equal(gb["completion_mask"], rb["completion_mask"]) and torch.equal(gb["advantages"], rb["advantages"])
-    lr = _loss_and_grads(ctx2, rlsd, rb)
-    assert lr[0] == pytest.approx(lg[0], abs=1e-6) and lr[1] == lg[1]
-    assert all(torch.allclose(lg[2][k], lr[2][k], atol=1e-7) for k in lg[2])
+    _assert_same_update(lr, lg, {"abs": 1e-6}, 1e-7)
     # and λ > 0 changes the update (the teacher's weights do something)
-    ctx3, _, rlsd1 = prepared_context(tiny_run_config(*ROLL, "objective.lam=1", objective="rlsd", method="full"))
-    (b3,) = rlsd1.batches(ctx3, 0)
-    l3 = _loss_and_grads(ctx3, rlsd1, b3)
+    _, l3 = _step0(tiny_run_config, *ROLL, "objective.lam=1", objective="rlsd")
     assert any(not torch.allclose(lg[2][k], l3[2][k], atol=1e-7) for k in lg[2])
 
 
@@ -160,15 +165,10 @@ def test_reweighted_advantages_use_the_teachers_log_probs_with_the_papers_sign(t
 
 def test_srpo_with_no_routed_sample_is_grpo(tiny_run_config):
     # an unreachable success threshold routes nothing to SDPO; the continuous reward keeps A != 0
-    ctx, _, grpo = prepared_context(tiny_run_config(*ROLL, objective="grpo", method="full"))
-    (gb,) = grpo.batches(ctx, 0)
-    lg = _loss_and_grads(ctx, grpo, gb)
-    ctx2, _, srpo = prepared_context(tiny_run_config(*ROLL, "objective.success_threshold=2", objective="srpo", method="full"))
-    (sb,) = srpo.batches(ctx2, 0)
+    _, lg = _step0(tiny_run_config, *ROLL, objective="grpo")
+    sb, ls = _step0(tiny_run_config, *ROLL, "objective.success_threshold=2", objective="srpo")
     assert sb["teacher_rows"] == [] and bool((sb["advantages"] != 0).any())
-    ls = _loss_and_grads(ctx2, srpo, sb)
-    assert ls[0] == pytest.approx(lg[0], abs=1e-6) and ls[1] == lg[1]
-    assert all(torch.allclose(lg[2][k], ls[2][k], atol=1e-7) for k in lg[2])
+    _assert_same_update(ls, lg, {"abs": 1e-6}, 1e-7)
 
 
 def test_srpo_routes_failed_samples_with_a_correct_sibling(tiny_run_config):
@@ -199,22 +199,14 @@ def test_sdpo_against_itself_without_context_is_zero(tiny_run_config):
 
 def test_mopd_with_one_teacher_is_opd_sampled_token(tiny_run_config, teacher_dir):
     base = ("objective.max_new_tokens=8",)
-    ctx, _, opd = prepared_context(tiny_run_config(*base, f"objective.teacher={teacher_dir}",
-                                                   "objective.estimator=sampled-token", objective="opd", method="full"))
-    (ob,) = opd.batches(ctx, 0)
-    lo = _loss_and_grads(ctx, opd, ob)
-    ctx2, _, mopd = prepared_context(tiny_run_config(*base, f"objective.teachers={{arith: {teacher_dir}}}",
-                                                     "objective.is_correction=false", objective="mopd", method="full"))
-    (mb,) = mopd.batches(ctx2, 0)
+    ob, lo = _step0(tiny_run_config, *base, f"objective.teacher={teacher_dir}", "objective.estimator=sampled-token",
+                    objective="opd")
+    one = f"objective.teachers={{arith: {teacher_dir}}}"
+    mb, lm = _step0(tiny_run_config, *base, one, "objective.is_correction=false", objective="mopd")
     assert torch.equal(ob["input_ids"], mb["input_ids"])
-    lm = _loss_and_grads(ctx2, mopd, mb)
-    assert lm[0] == pytest.approx(lo[0], rel=1e-5) and lm[1] == lo[1]
-    assert all(torch.allclose(lo[2][k], lm[2][k], atol=1e-6) for k in lo[2])
+    _assert_same_update(lm, lo, {"rel": 1e-5}, 1e-6)
     # with the IS correction on-policy the weights are 1 up to numerics: the same loss
-    ctx3, _, mopd_is = prepared_context(tiny_run_config(*base, f"objective.teachers={{arith: {teacher_dir}}}",
-                                                        objective="mopd", method="full"))
-    (b3,) = mopd_is.batches(ctx3, 0)
-    assert _loss_and_grads(ctx3, mopd_is, b3)[0] == pytest.approx(lo[0], rel=1e-4)
+    assert _step0(tiny_run_config, *base, one, objective="mopd")[1][0] == pytest.approx(lo[0], rel=1e-4)
 
 
 def test_mopd_routes_each_prompt_to_its_domains_teacher(tiny_run_config, teacher_dir):
