@@ -13,7 +13,7 @@ import sys
 from arena.errors import ArenaError
 
 # One line per command module; a new command is a new module plus one entry here.
-COMMANDS = ["models", "catalogs", "train", "eval", "analyze", "interpolate", "opd_check", "ilp", "sweep", "dashboard", "report"]
+COMMANDS = ["models", "catalogs", "train", "plan", "eval", "analyze", "interpolate", "opd_check", "ilp", "sweep", "dashboard", "report"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 
 from arena.components import build_components
 from arena.config import RunConfig, dump_yaml
-from arena.errors import ArenaError, TrainingFailed
+from arena.errors import ArenaError, ConfigError, TrainingFailed
 from arena.evaluation.heldout import greedy_accuracy, heldout_nll
 from arena.evaluation.step_probe import make_step_probe
 from arena.methods.base import Method
@@ -26,8 +26,25 @@ from arena.objectives.base import TrainContext
 from arena.records import environment, read_record, read_run_record, utc_now, write_run_record
 from arena.results.run_record import SCHEMA_VERSION, RunRecord
 from arena.runs import FINAL, RESULT_NEUTRAL_TRAIN_KEYS, WEIGHTS, load_and_wrap
+from arena.training import distributed as D
 from arena.training import loop  # loop.train looked up per call: a benchmark wraps it to time each step
 from arena.training.device import pick_device, resolve_precision
+
+
+def enable_activation_checkpointing(model) -> None:
+    """Recompute each decoder layer's activations in backward (transformers' switch, non-reentrant:
+    no input-grad hack needed for adapters, and it composes with FSDP2); the recomputation runs with
+    the forward's attention implementation (arena/training/varlen.py, padding-free rows)."""
+    from arena.training.varlen import recompute_context_fn
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not getattr(base, "supports_gradient_checkpointing", False):
+        raise ConfigError("train.activation_checkpointing", True, f"{type(base).__name__} does not support it")
+    kwargs = {"use_reentrant": False, "context_fn": recompute_context_fn(model)}
+    if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5.2x; the old name goes in v6
+        base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def seed_everything(seed: int) -> None:
@@ -38,6 +55,19 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def _result_config(d: dict) -> dict:
+    """The config without what changes nothing about the result (what resume compares)."""
+    return {**d, "out": None, "train": {k: v for k, v in d["train"].items() if k not in RESULT_NEUTRAL_TRAIN_KEYS}}
+
+
+def config_fingerprint(cfg: RunConfig) -> str:
+    """sha256 of the result-relevant config: written into every checkpoint, checked on resume."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(_result_config(cfg.to_dict()), sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _check_out_dir(out: Path, cfg: RunConfig) -> str:
@@ -54,8 +84,7 @@ def _check_out_dir(out: Path, cfg: RunConfig) -> str:
     old = yaml.safe_load(saved.read_text())
     new = cfg.to_dict()
     # Only what changes the result must match; presentation knobs may differ between attempts.
-    strip = lambda d: {**d, "out": None, "train": {k: v for k, v in d["train"].items()  # noqa: E731
-                                                    if k not in RESULT_NEUTRAL_TRAIN_KEYS}}
+    strip = _result_config
     if strip(old) != strip(new):
         diff = [k for k in new if strip(old).get(k) != strip(new).get(k)]
         raise ArenaError(f"out {out}: holds a run with a different config (sections differ: {', '.join(diff)}); "
@@ -77,10 +106,20 @@ def run_probes(cfg: RunConfig, model, tok, target, device, precision) -> dict:
     return out
 
 
-def save_final(run_dir: Path, method, model) -> None:
-    folder = run_dir / FINAL
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file(method.trainable_state_dict(model), str(folder / WEIGHTS))
+def save_final(run_dir: Path, method, model, dist: D.Dist = D.SINGLE) -> None:
+    """final/trainable.safetensors; a sharded run gathers the tensors whole first (same layout)."""
+    weights = D.full_trainable_state(model, dist) if dist.enabled else method.trainable_state_dict(model)
+    if dist.main:
+        folder = run_dir / FINAL
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file(weights, str(folder / WEIGHTS))
+
+
+def _shard(cfg: RunConfig, method, model, dist: D.Dist) -> None:
+    """FSDP2-shard the wrapped model for a torchrun rank (after the base probes, which every rank
+    runs on its whole copy); methods that rewrite themselves during training are refused."""
+    D.check_shardable(cfg, method)
+    D.shard(model, dist)
 
 
 def run_training(cfg: RunConfig, log: Callable[[str], None] = print) -> dict:
@@ -90,8 +129,20 @@ def run_training(cfg: RunConfig, log: Callable[[str], None] = print) -> dict:
     recorded in record.json with status 'failed' and re-raised.
     """
     method, target, objective = build_components(cfg)
-    device = pick_device(cfg.train.device)
+    dist, rank_device = D.init_from_env(cfg.train.device)  # a torchrun rank, or one process
+    try:
+        return _run_training(cfg, method, target, objective, dist, rank_device, log if dist.main else (lambda _: None))
+    finally:
+        D.shutdown()
+
+
+def _run_training(cfg: RunConfig, method, target, objective, dist: D.Dist, rank_device, log) -> dict:
+    device = rank_device or pick_device(cfg.train.device)
     precision = resolve_precision(cfg.train.precision, device)
+    if dist.enabled and cfg.train.grad_accum % dist.world:
+        raise ConfigError("train.grad_accum", cfg.train.grad_accum,
+                          f"must be a multiple of the number of processes ({dist.world}): each rank takes "
+                          "grad_accum / N of every step's micro-batches")
     out = Path(cfg.out) if cfg.out else None
     state = _check_out_dir(out, cfg) if out else "new"
     if state == "done":
@@ -104,8 +155,11 @@ def run_training(cfg: RunConfig, log: Callable[[str], None] = print) -> dict:
     t0 = time.perf_counter()
     model, tok, info = load_and_wrap(cfg, method, device)  # may raise ConfigError (shapes): nothing written yet
     t_load = time.perf_counter() - t0
+    if cfg.train.activation_checkpointing:
+        enable_activation_checkpointing(model)
     ctx = TrainContext(model=model, tokenizer=tok, target=target, train=cfg.train, device=device,
-                       precision=precision, seed=cfg.train.seed)
+                       precision=precision, seed=cfg.train.seed, rank=dist.rank, world=dist.world)
+    ctx.extras["config_fingerprint"] = config_fingerprint(cfg)
     if cfg.train.eval_every:
         # Every eval_every steps: general NLL proxy + target NLL against the base, in train_log.jsonl.
         ctx.extras["step_probe"] = make_step_probe(cfg, tok, target, device, precision, log=log)
@@ -117,9 +171,12 @@ def run_training(cfg: RunConfig, log: Callable[[str], None] = print) -> dict:
     t2 = time.perf_counter()
     base_probes = run_probes(cfg, model, tok, target, device, precision)
     t_probe = time.perf_counter() - t2
-    if out:
+    if dist.enabled:
+        _shard(cfg, method, model, dist)
+    if out and dist.main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(dump_yaml(cfg))
+    D.barrier(dist)
     trainable, total = Method.count_parameters(model)
     lr = cfg.train.lr or method.default_lr
     record = RunRecord(
@@ -135,12 +192,15 @@ def run_training(cfg: RunConfig, log: Callable[[str], None] = print) -> dict:
         log(f"{method.name}: {trainable:,} trainable / {total:,} params; lr {lr:g}; {precision} on {device}; "
             f"{items} -> {data_stats.get('rows', '?')} rows"
             + (f" ({data_stats['layout']})" if "layout" in data_stats else ""))
-        result = loop.train(ctx, objective, method, out, lr)
+        result = loop.train(ctx, objective, method, out, lr, dist)
         record.train = {k: v for k, v in asdict(result).items() if k != "history"}
+        if dist.enabled:
+            record.train["world_size"] = dist.world
         if out:
-            save_final(out, method, model)
+            save_final(out, method, model, dist)
         t3 = time.perf_counter()
-        record.probes["tuned"] = run_probes(cfg, model, tok, target, device, precision)
+        with D.gathered(model, dist):  # every rank scores the same examples on its whole copy
+            record.probes["tuned"] = run_probes(cfg, model, tok, target, device, precision)
         t_probe += time.perf_counter() - t3
         record.timings = {"load_s": round(t_load, 2), "data_s": round(t_data, 2), "train_s": result.seconds,
                           "probe_s": round(t_probe, 2), "total_s": round(time.perf_counter() - t0, 2)}
@@ -150,11 +210,11 @@ def run_training(cfg: RunConfig, log: Callable[[str], None] = print) -> dict:
         record.error = f"{type(e).__name__}: {e}"
         record.traceback = traceback.format_exc()[-4000:]
         record.finished = utc_now()
-        if out:
+        if out and dist.main:
             write_run_record(out, record)
         raise
     record.finished = utc_now()
-    if out:
+    if out and dist.main:
         write_run_record(out, record)
     # in-memory callers (sweeps, tests) may evaluate without reloading
     return {**record.to_dict(), "_model": model}

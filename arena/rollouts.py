@@ -253,8 +253,10 @@ def step_rollouts(ctx, pool: PromptPool, per_step: int, params: SamplingParams, 
     sampled with its own seed derived from (seed, step, micro-batch, tag)."""
     from arena.generation.seeds import derive_seed
 
-    out = []
+    out, mine = [], ctx.micro_range()
     for m, idx in enumerate(pool.micro_batches(ctx.seed, step, per_step, ctx.train.grad_accum)):
+        if m not in mine:  # another rank's micro-batch (sharded training)
+            continue
         ro = sample(ctx.model, ctx.tokenizer, [pool.prompt_ids[i] for i in idx], params,
                     derive_seed(ctx.seed, step, m, tag), ctx.device, ctx.precision, backend)
         out.append((idx, ro, ro.as_batch(ctx.tokenizer.pad_token_id)))

@@ -24,10 +24,10 @@ import yaml
 
 from arena.components import build_components
 from arena.config import run_config_from_dict
-from arena.errors import ArenaError
+from arena.errors import ArenaError, ConfigError
 from arena.records import atomic_write_text
 from arena.sweeps.expand import RunSpec, expand
-from arena.sweeps.spec import SweepConfig
+from arena.sweeps.spec import SweepConfig, component_name
 from runners import state as S
 from runners.local import LocalExecutor, Outcome, Task
 from runners.ray_executor import RayExecutor
@@ -98,9 +98,13 @@ def worker_env(cfg: SweepConfig, spec: RunSpec) -> dict:
 def _task(cfg: SweepConfig, out: Path, spec: RunSpec, timeout_s: Optional[float]) -> Task:
     device = str(spec.config["train"].get("device", "auto"))
     threads = spec.config["train"].get("threads") or 1
+    ranks = cfg.runner.gpus_for(spec.model)
+    env = worker_env(cfg, spec)
+    if ranks > 1:  # the worker trains through torchrun (runners/stages.py)
+        env["ARENA_SWEEP_RANKS"] = str(ranks)
     return Task(run_id=spec.run_id, cmd=[sys.executable, "-m", "runners.worker", str(out), spec.run_id],
-                env=worker_env(cfg, spec), log=S.log_path(out, spec.run_id), cpus=float(threads),
-                gpus=1.0 if device == "auto" or device.startswith("cuda") else 0.0, timeout_s=timeout_s)
+                env=env, log=S.log_path(out, spec.run_id), cpus=float(threads) * ranks,
+                gpus=float(ranks) if device == "auto" or device.startswith("cuda") else 0.0, timeout_s=timeout_s)
 
 
 def _lock_driver(out: Path):
@@ -196,6 +200,7 @@ def run_sweep(cfg: SweepConfig, *, executor: str = "local", jobs: Optional[int] 
     if not todo:
         return summary
     _preflight(todo)
+    _check_ranks(cfg, todo, executor, jobs or cfg.runner.jobs)
     out.mkdir(parents=True, exist_ok=True)
     lock = _lock_driver(out)
     try:
@@ -267,6 +272,29 @@ def _preflight(todo: list[RunSpec]) -> None:
             build_components(run_config_from_dict(r.config), check_data=True)
         except ArenaError as e:
             raise ArenaError(f"{r.run_id}: {e}") from None
+
+
+def _check_ranks(cfg: SweepConfig, todo: list[RunSpec], executor: str, jobs: int) -> None:
+    """Sharded runs (runner.gpus_per_run > 1) are checked as `arena train --nproc` checks them, before
+    any run starts: the batch split and the method everywhere; the device count here only on the
+    local executor (Ray places runs on the cluster's GPUs, not this machine's)."""
+    from arena.training.launch import check_launch
+
+    models = sorted({component_name(m, "models") for m in cfg.models})
+    for name in (cfg.runner.gpus_per_run if isinstance(cfg.runner.gpus_per_run, dict) else {}):
+        if name != "default" and name not in models:
+            raise ConfigError(f"runner.gpus_per_run.{name}", cfg.runner.gpus_per_run[name],
+                              f"not a model of this sweep (models: {', '.join(models)}; or 'default')")
+    sharded = [r for r in todo if cfg.runner.gpus_for(r.model) > 1]
+    if sharded and executor == "local" and jobs > 1:
+        raise ConfigError("runner.jobs", jobs, "with runner.gpus_per_run > 1 the local executor runs one sharded "
+                          "run at a time (it does not split the devices between runs); use 1, or --executor ray")
+    for r in sharded:
+        ranks = cfg.runner.gpus_for(r.model)
+        try:
+            check_launch(run_config_from_dict(r.config), ranks, devices_here=executor == "local")
+        except ConfigError as e:
+            raise ArenaError(f"{r.run_id}: runner.gpus_per_run {ranks}: {e}") from None
 
 
 def _gate_on_cache_leaders(tasks: list[Task], todo: list[RunSpec], runs: list[RunSpec], states: dict) -> None:

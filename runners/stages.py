@@ -77,8 +77,22 @@ def worker_threads(setting: Optional[str], spec: RunSpec, log: Log) -> int:
 
 
 def train(spec: RunSpec, run_dir: Path, log: Log, threads: int = 0) -> dict:
+    """Train in this process, or over runner.gpus_per_run ranks under torchrun (the driver sets
+    ARENA_SWEEP_RANKS); either way the run folder ends with the same record and weights layout."""
     from arena.experiment import run_training
 
+    ranks = int(os.environ.get("ARENA_SWEEP_RANKS", "1"))
+    if ranks > 1:
+        from arena.errors import ArenaError
+        from arena.records import read_run_record
+        from arena.training.launch import launch
+
+        rc = launch(run_config(spec, run_dir, threads), ranks, log=log)
+        rec = read_run_record(run_dir)
+        if rc != 0 or rec is None or rec.status != "done":
+            raise ArenaError(f"sharded training on {ranks} ranks failed: "
+                             f"{rec.error if rec and rec.error else f'torchrun exit {rc}'}")
+        return rec.to_dict()
     record = run_training(run_config(spec, run_dir, threads), log=log)
     record.pop("_model", None)
     return record

@@ -166,9 +166,12 @@ def _shared_group_batches(obj: SFT, cfg, groups) -> int:
     return bad
 
 
-class _ctx_stub:  # batch_rows reads only train.grad_accum and seed
+class _ctx_stub:  # batch_rows reads only train.grad_accum, seed and this rank's micro-batches
     def __init__(self, cfg):
         self.train, self.seed = cfg.train, cfg.train.seed
+
+    def micro_range(self) -> range:
+        return range(self.train.grad_accum)  # one process: every micro-batch
 
 
 def test_bucketing_keeps_conflicting_duplicates_apart(tiny_run_config, monkeypatch):

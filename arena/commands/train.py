@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from arena.config import dump_yaml, load_run_config
@@ -43,6 +44,11 @@ def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train one method on one target (SFT by default)")
     add_run_arguments(p)
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    g = p.add_argument_group("sharded training (FSDP2 under torchrun; docs/distributed.md)")
+    g.add_argument("--nproc", type=int, help="processes (GPUs, or CPU cores on a CPU machine) per node")
+    g.add_argument("--nnodes", type=int, default=1, help="nodes (run the same command on each)")
+    g.add_argument("--node-rank", type=int, default=0, help="this node's rank (0 .. nnodes-1)")
+    g.add_argument("--rdzv-endpoint", help="HOST:PORT of the rendezvous every node reaches (nnodes > 1)")
     p.set_defaults(func=run)
 
 
@@ -53,12 +59,19 @@ def run(args) -> int:
     if args.print_config:
         print(dump_yaml(cfg), end="")
         return 0
+    if args.nproc is not None or args.nnodes != 1:
+        from arena.training.launch import launch, refuse_nested
+
+        refuse_nested()
+        return launch(cfg, args.nproc or 1, args.nnodes, args.node_rank, args.rdzv_endpoint)
+    rank0 = int(os.environ.get("RANK", "0") or 0) == 0  # under torchrun only rank 0 prints
     try:
         record = run_training(cfg)
     except TrainingFailed as e:
         print(f"arena train: run failed: {e}" + (f" (recorded in {cfg.out}/record.json)" if cfg.out else ""), file=sys.stderr)
         return 1
-    print(format_run_summary(record))
-    if cfg.out:
-        print(f"record: {cfg.out}/record.json")
+    if rank0:
+        print(format_run_summary(record))
+        if cfg.out:
+            print(f"record: {cfg.out}/record.json")
     return 0

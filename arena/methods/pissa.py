@@ -29,6 +29,7 @@ class PiSSA(LoRA):
     name = "pissa"
     description = "PiSSA: LoRA initialised from the principal singular vectors of W0"
     Options = PissaOptions
+    plan_as = "lora"  # `arena plan` counts it on the meta device as LoRA (same shapes; its SVD needs weights)
 
     @property
     def lora_extra(self):

@@ -26,6 +26,22 @@ class TrainContext:
     precision: str
     seed: int
     extras: dict = field(default_factory=dict)  # e.g. a teacher model for distillation
+    # sharded training (arena/training/distributed.py): this process's rank among `world`
+    rank: int = 0
+    world: int = 1
+
+    def micro_range(self) -> range:
+        """The micro-batches of each step this rank computes: a contiguous slice of the step's
+        `grad_accum`, so N ranks together see exactly one process's batch in its order."""
+        k = self.train.grad_accum // self.world
+        return range(self.rank * k, (self.rank + 1) * k)
+
+    def sum_over_ranks(self, values: list[float]) -> list[float]:
+        """Element-wise sums over every rank's values (the values themselves in one process): what an
+        objective needs to normalise by a whole-step count when each rank sees part of the step."""
+        from arena.training.distributed import Dist, all_sum
+
+        return all_sum(Dist(self.rank, self.world), values) if self.world > 1 else values
 
 
 @dataclass
@@ -52,7 +68,8 @@ class Objective:
         return {}
 
     def batches(self, ctx: TrainContext, step: int) -> list[dict]:
-        """The `grad_accum` micro-batches of optimizer step `step` (deterministic in step and seed)."""
+        """The micro-batches `ctx.micro_range()` of optimizer step `step` (all `grad_accum` of them in
+        one process), deterministic in step, micro-batch index and seed."""
         raise NotImplementedError
 
     def loss(self, ctx: TrainContext, batch: dict) -> LossOutput:

@@ -282,7 +282,7 @@ class CPT(Objective):
 
     def batches(self, ctx: TrainContext, step: int) -> list[dict]:
         out, d = [], self.data
-        for m in range(ctx.train.grad_accum):
+        for m in ctx.micro_range():
             idx = self._row_indices(ctx, step, m)
             rows = torch.from_numpy(idx)
             ids, labels, pos = d.input_ids[rows], d.labels[rows], d.position_ids[rows]

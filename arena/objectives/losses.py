@@ -46,6 +46,13 @@ def label_logits(model: torch.nn.Module, input_ids: torch.Tensor, labels: torch.
     cfg = getattr(base, "config", None)
     shift_labels = labels[:, 1:]
     mask = shift_labels != ignore_index
+    if getattr(model, "_arena_sharded", False):
+        # FSDP2 gathers the root's weights (embeddings, head) only in the model's own forward:
+        # keep the logits of every position that predicts a label in some row (one row when
+        # padding-free), then select per row
+        keep = mask.any(0).nonzero()[:, 0]
+        logits = model(input_ids=input_ids, use_cache=False, logits_to_keep=keep, **forward_kwargs).logits
+        return logits[mask[:, keep]], shift_labels[mask]
     if decoder is None or head is None or getattr(cfg, "final_logit_softcapping", None):
         logits = model(input_ids=input_ids, use_cache=False, **forward_kwargs).logits
         return logits[:, :-1][mask], shift_labels[mask]

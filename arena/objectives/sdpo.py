@@ -93,7 +93,7 @@ class SDPO(SelfDistilled):
         # The step's loss is a mean over the distilled tokens of all micro-batches (the loop divides
         # by Σ n_loss_tokens); the blend's GRPO mean is over all tokens, rescaled to that divisor.
         distilled = [int(TeacherRows.of(b).token_mask(b["completion_mask"]).sum()) for b in out]
-        n_sd, n_all = sum(distilled), sum(int(b["completion_mask"].sum()) for b in out)
+        n_sd, n_all = map(int, ctx.sum_over_ranks([sum(distilled), sum(int(b["completion_mask"].sum()) for b in out)]))
         for b, n in zip(out, distilled):
             b["n_loss_tokens"] = n if n_sd else int(b["completion_mask"].sum())
             b["pg_scale"] = (n_sd / n_all) if n_sd else 1.0

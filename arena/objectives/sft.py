@@ -210,7 +210,7 @@ class SFT(Objective):
     def batch_rows(self, ctx: TrainContext, step: int) -> list[np.ndarray]:
         """The packed-row indices of each micro-batch of `step`, dynamic resampling included."""
         out = []
-        for m in range(ctx.train.grad_accum):
+        for m in ctx.micro_range():
             rows = self.stream.rows(step, m)
             if self.resampler is not None and self.resampler.dropping:
                 rows, _ = self.resampler.replace(rows, ctx.seed, step, m, self.subset_rows)

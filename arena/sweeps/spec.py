@@ -183,8 +183,25 @@ class RunnerSpec:
     # with every core at worker start and take the faster (on shared, busy cores 2 threads spin-wait
     # and were measured 2-20x slower than 1); threads never change a run's id or result
     threads: Optional[str] = None
+    # processes (GPUs) per run: each run trains FSDP2-sharded over this many ranks (torchrun), and the
+    # Ray executor reserves as many GPUs for it; a mapping gives it per model ({default: 1, <model>: 8})
+    gpus_per_run: Union[int, dict[str, int]] = 1
 
     def __post_init__(self):
+        per = self.gpus_per_run if isinstance(self.gpus_per_run, dict) else {"default": self.gpus_per_run}
+        for k, v in per.items():
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ConfigError(f"runner.gpus_per_run.{k}" if isinstance(self.gpus_per_run, dict) else
+                                  "runner.gpus_per_run", v, "must be a positive integer (or a mapping model -> one)")
+        self._check()
+
+    def gpus_for(self, model: str) -> int:
+        """The ranks a run of `model` trains on."""
+        if isinstance(self.gpus_per_run, dict):
+            return self.gpus_per_run.get(model, self.gpus_per_run.get("default", 1))
+        return self.gpus_per_run
+
+    def _check(self):
         if self.jobs <= 0:
             raise ConfigError("runner.jobs", self.jobs, "must be a positive integer")
         if self.threads is not None and self.threads != "auto" and not (self.threads.isdigit() and int(self.threads) > 0):

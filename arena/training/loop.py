@@ -11,6 +11,7 @@ resume, so decisions taken during training (SFT's resampling, progressive epochs
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -21,13 +22,19 @@ from pathlib import Path
 import torch
 
 from arena.errors import TrainingFailed
+from arena.generation.seeds import derive_seed
 from arena.objectives.base import Objective, TrainContext
 from arena.training.cast_cache import FrozenCastCache
-from arena.training.checkpoint import list_checkpoints, load_checkpoint, load_objective_tensors, save_checkpoint
+from arena.training.checkpoint import list_checkpoints, load_objective_tensors
+from arena.training.sharded_checkpoint import restore as load_checkpoint, save as save_checkpoint
 from arena.training.device import peak_memory_mb
+from arena.training import distributed as D
 from arena.training.dropout import use_skip_dropout
 from arena.training.fused_ops import install_fused_ops
 from arena.training.schedule import lr_factor
+
+
+DROPOUT_TAG = 5  # derive_seed tag of the dropout stream (rollouts use 1-4)
 
 
 @dataclass
@@ -60,11 +67,13 @@ def install_fast_paths(model: torch.nn.Module, cfg, device: torch.device) -> tup
     arena/training/dropout.py and cast_cache.py); returns (what was installed, undo callables)."""
 
     info, undo = {}, []
+    sharded = bool(getattr(model, "_arena_sharded", False))
     if cfg.dropout_sampler == "skip" or (cfg.dropout_sampler == "auto" and device.type == "cpu"):
         restore = use_skip_dropout(model)
         undo.append(restore)
         info["skip_dropout_modules"] = restore.count
-    if cfg.cast_cache == "on" or (cfg.cast_cache == "auto" and device.type == "cpu"):
+    # not under FSDP: its frozen weights are re-gathered every forward, there is no copy to keep
+    if not sharded and (cfg.cast_cache == "on" or (cfg.cast_cache == "auto" and device.type == "cpu")):
         cache = FrozenCastCache(model)
         undo.append(cache.remove)
         info["cast_cache_linears"] = len(cache)
@@ -75,19 +84,22 @@ def install_fast_paths(model: torch.nn.Module, cfg, device: torch.device) -> tup
     return info, undo
 
 
-def train(ctx: TrainContext, objective: Objective, method, out_dir: Path | None, lr: float) -> TrainResult:
+def train(ctx: TrainContext, objective: Objective, method, out_dir: Path | None, lr: float,
+          dist: D.Dist = D.SINGLE) -> TrainResult:
+    """Train `ctx.model` in place; with `dist` (a torchrun rank) the model is already FSDP-sharded
+    and only rank 0 writes the log and the checkpoint's JSON (every rank writes its DCP shard)."""
     cfg = ctx.train
     model = ctx.model
     fast_paths, undo = install_fast_paths(model, cfg, ctx.device)
     try:
-        return _train(ctx, objective, method, out_dir, lr, fast_paths)
+        return _train(ctx, objective, method, out_dir, lr, fast_paths, dist)
     finally:
         for fn in reversed(undo):
             fn()
 
 
 def _train(ctx: TrainContext, objective: Objective, method, out_dir: Path | None, lr: float,
-           fast_paths: dict) -> TrainResult:
+           fast_paths: dict, dist: D.Dist) -> TrainResult:
     cfg = ctx.train
     model = ctx.model
     params = [p for p in model.parameters() if p.requires_grad]
@@ -104,8 +116,7 @@ def _train(ctx: TrainContext, objective: Objective, method, out_dir: Path | None
 
     start = 0
     if ckpt_dir is not None and (ckpts := list_checkpoints(ckpt_dir)):
-        trainable, state = load_checkpoint(ckpts[-1], opt)
-        method.load_trainable_state_dict(model, trainable)
+        state = load_checkpoint(ckpts[-1], opt, model, method, dist, ctx.extras.get("config_fingerprint"))
         objective.load_state_dict(state.get("objective", {}))
         objective.load_tensor_state(load_objective_tensors(ckpts[-1]))
         start = state["step"]
@@ -113,7 +124,7 @@ def _train(ctx: TrainContext, objective: Objective, method, out_dir: Path | None
         with warnings.catch_warnings():  # "step() before optimizer.step()": intended on resume
             warnings.simplefilter("ignore", UserWarning)
             sched.step()  # re-derive the LR for `start` from the pure schedule
-    if log_path is not None:
+    if log_path is not None and dist.main:
         # Steps logged after the checkpoint we restart from (or all of them, when a killed run had
         # no checkpoint yet) are redone: drop them so every step is logged exactly once.
         _truncate_log(log_path, start)
@@ -122,36 +133,47 @@ def _train(ctx: TrainContext, objective: Objective, method, out_dir: Path | None
     first_loss = last_loss = stopped_at = None
     model.train()
     progress = None
-    if cfg.progress:
+    if cfg.progress and dist.main:
         from tqdm.auto import tqdm
 
         progress = tqdm(total=cfg.steps, initial=start, desc="train", unit="step", dynamic_ncols=True)
     t_start = time.perf_counter()
-    log_file = open(log_path, "a") if log_path else None
+    log_file = open(log_path, "a") if log_path and dist.main else None
+    gathered = D.gathered if objective.needs_rollouts else (lambda m, d: contextlib.nullcontext())
     try:
         for step in range(start, cfg.steps):
             t0 = time.perf_counter()
-            batches = objective.batches(ctx, step)
+            with gathered(model, dist):  # rollouts sample from whole weights, no collective inside
+                batches = objective.batches(ctx, step)
             step_loss, step_tokens, step_real, metrics = 0.0, 0, 0, {}
-            # Normalise by the loss tokens of the whole step when the objective knows them up
-            # front (SFT), so accumulation gives exactly the gradient of one large batch;
-            # otherwise (rollouts) average the micro-batch means.
+            # Normalise by the loss tokens of the whole step (all ranks) when the objective knows
+            # them up front (SFT), so accumulation and ranks give exactly the gradient of one large
+            # batch; otherwise (rollouts) average the micro-batch means over the step's micro-batches.
             known = all("n_loss_tokens" in b for b in batches)
-            step_norm = max(1, sum(b["n_loss_tokens"] for b in batches)) if known else None
-            for batch in batches:
+            step_norm = max(1, int(D.all_sum(dist, [sum(b["n_loss_tokens"] for b in batches)])[0])) if known else None
+            n_micro = len(batches) * dist.world
+            for i, batch in enumerate(batches):
+                m = ctx.rank * len(batches) + i  # the micro-batch's index in the step (ctx.micro_range)
+                # dropout masks drawn from a seed of (seed, step, micro-batch): the same masks
+                # whichever rank computes the micro-batch, and on resume
+                torch.manual_seed(derive_seed(ctx.seed, step, m, DROPOUT_TAG))
                 out = objective.loss(ctx, batch)
                 step_tokens += out.n_tokens
                 step_real += int(batch.get("n_real", 0))
-                scale = step_norm if known else max(1, out.n_tokens) * len(batches)
+                scale = step_norm if known else max(1, out.n_tokens) * n_micro
                 (out.loss_sum / scale).backward()
                 step_loss += float(out.loss_sum.detach())
                 for k, v in out.metrics.items():
                     metrics[k] = metrics.get(k, 0.0) + float(v) / len(batches)
+            if dist.enabled:  # the step's totals and metric means over every rank's micro-batches
+                step_loss, step_tokens, step_real = D.all_sum(dist, [step_loss, step_tokens, step_real])
+                step_tokens, step_real = int(step_tokens), int(step_real)
+                metrics = D.mean_dicts(dist, metrics)
             loss_value = step_loss / max(1, step_tokens)
             if not math.isfinite(loss_value):
                 raise TrainingFailed(f"non-finite loss ({loss_value}) at step {step}")
-            if cfg.max_grad_norm > 0:
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
+            if cfg.max_grad_norm > 0 or dist.enabled:  # under FSDP: the global norm, reduced over ranks
+                grad_norm = D.scalar(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or math.inf))
             else:
                 grad_norm = float(torch.norm(torch.stack([p.grad.norm() for p in params if p.grad is not None])))
             if not math.isfinite(grad_norm):
@@ -162,7 +184,8 @@ def _train(ctx: TrainContext, objective: Objective, method, out_dir: Path | None
             sched.step()
             opt.zero_grad(set_to_none=True)
             dt = time.perf_counter() - t0  # before the hook: its scoring is no part of the step's throughput
-            hooked = objective.after_step(ctx, step)
+            with gathered(model, dist):
+                hooked = objective.after_step(ctx, step)
             stop = bool(hooked.pop("stop", False))
             tokens += step_real
             loss_tokens += step_tokens
@@ -173,7 +196,8 @@ def _train(ctx: TrainContext, objective: Objective, method, out_dir: Path | None
                    "seconds": round(dt, 4), **{k: round(v, 6) for k, v in metrics.items()}, **hooked}
             probe = ctx.extras.get("step_probe")
             if probe is not None and cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
-                rec["probe"] = probe(model, step + 1)
+                with D.gathered(model, dist):
+                    rec["probe"] = probe(model, step + 1)
                 model.train()
             history.append(rec)
             if log_file and ((step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps or stop or hooked):
@@ -186,11 +210,11 @@ def _train(ctx: TrainContext, objective: Objective, method, out_dir: Path | None
                 stopped_at = step + 1
                 break
             if ckpt_dir is not None and cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
-                extra = {"loss": loss_value}
+                extra = {"loss": loss_value, "config_fingerprint": ctx.extras.get("config_fingerprint")}
                 if state := objective.state_dict():
                     extra["objective"] = state
-                save_checkpoint(ckpt_dir, step + 1, method.trainable_state_dict(model), opt, extra,
-                                keep=cfg.keep_checkpoints, objective_tensors=objective.tensor_state())
+                save_checkpoint(ckpt_dir, step + 1, model, method, opt, extra, keep=cfg.keep_checkpoints,
+                                objective_tensors=objective.tensor_state(), dist=dist)
     finally:
         if log_file:
             log_file.close()

@@ -92,6 +92,33 @@ def packed_attention(model: torch.nn.Module):
         cfg._attn_implementation = old
 
 
+def recompute_context_fn(model: torch.nn.Module):
+    """`context_fn` for torch's non-reentrant checkpoint: the recomputation in backward runs with the
+    attention implementation the forward ran with.
+
+    Why: `packed_attention` switches the implementation only around the forward; backward (and so
+    the recomputation of a checkpointed layer) runs after the block has restored it, and would
+    recompute a packed row with plain causal SDPA over every document at once: other values, and
+    torch's check that the recomputation saved the same tensors fails. The implementation is read
+    when the checkpointed layer runs forward and set again around its recomputation.
+    """
+    cfg = unwrap_peft(model).config
+
+    @contextlib.contextmanager
+    def with_impl(impl: str):
+        old = cfg._attn_implementation
+        cfg._attn_implementation = impl
+        try:
+            yield
+        finally:
+            cfg._attn_implementation = old
+
+    def context_fn():
+        return contextlib.nullcontext(), with_impl(cfg._attn_implementation)
+
+    return context_fn
+
+
 def cu_seq_lens(position_ids: torch.Tensor) -> torch.Tensor:
     """Document boundaries of a packed row from its position ids (a document starts where they are 0).
 
