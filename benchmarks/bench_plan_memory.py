@@ -1,6 +1,6 @@
 """`arena plan`'s per-device peak memory against the measured peak of the same runs, side by side.
 
-    python benchmarks/bench_plan_memory.py            # the default model and tiny, on this CPU (~4 min)
+    python benchmarks/bench_plan_memory.py            # the default model and tiny, on this CPU (~5 min)
     python benchmarks/bench_plan_memory.py --quick    # tiny and one default-model case
 
 Each case runs in a fresh process and trains 3 steps through `run_training` (the real loop, fast
@@ -10,10 +10,12 @@ by the plan), so what loading and the tokenizer hold is left out on both sides. 
 memory only if freed memory goes back to the OS: glibc keeps freed heap chunks resident and raises
 its mmap threshold as large blocks are freed, so a training step could reuse memory that loading
 freed and never show in RSS. Each case therefore runs with a fixed 64 KiB mmap threshold (every
-tensor past it is its own mapping, returned on free) and calls malloc_trim just before training.
+tensor past it is its own mapping, returned on free) and calls malloc_trim just before training,
+after reading every weight once (the model's safetensors are mapped lazily: untouched weights are
+not yet resident and would be counted twice).
 The plan is `plan_run` on the same config with the label share of the run's own first batches.
-RSS still holds allocator slack and the autocast casts of each op, which the plan does not model;
-the ratio column is what docs/distributed.md#planner reports.
+RSS still holds allocator slack and runtime overhead, which the plan does not model; the ratio
+column is what docs/distributed.md#planner reports.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ BASE = ["target.name=arith", "train.steps=3", "train.device=cpu", "train.progres
         "probe.greedy=0", "train.warmup_steps=0"]
 CASES = {
     "tiny full b16x256": ["model.name=tiny", "method.name=full", "train.batch_size=16", "train.seq_len=256"],
+    "smollm2 lora b1x256": ["model.name=smollm2-135m-instruct", "method.name=lora", "train.batch_size=1",
+                            "train.seq_len=256"],
     "smollm2 lora b4x256": ["model.name=smollm2-135m-instruct", "method.name=lora", "train.batch_size=4",
                             "train.seq_len=256"],
     "smollm2 lora b4x256 ckpt": ["model.name=smollm2-135m-instruct", "method.name=lora", "train.batch_size=4",
@@ -62,6 +66,7 @@ def measure(sets: list[str]) -> tuple[float, float, float]:
     from arena.experiment import run_training
     from arena.planning.plan import Devices, plan_run
     from arena.training import loop
+    import torch
 
     cfg = load_run_config(None, BASE + sets)
     box: dict = {}
@@ -80,6 +85,9 @@ def measure(sets: list[str]) -> tuple[float, float, float]:
                 peak[0] = max(peak[0], _rss())
                 time.sleep(0.002)
 
+        with torch.no_grad():  # page in every weight: loading maps the safetensors file lazily, so
+            for p in ctx.model.parameters():  # untouched weights are not in RSS yet (measured: 300 of
+                float(p.sum())  # SmolLM2's 513 MiB) and would be counted twice below
         ctypes.CDLL("libc.so.6").malloc_trim(0)
         before = _rss()
         th = threading.Thread(target=sample, daemon=True)

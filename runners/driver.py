@@ -176,7 +176,7 @@ def plan_sweep(cfg: SweepConfig, out: Optional[Path] = None) -> tuple[Path, list
 
 def run_sweep(cfg: SweepConfig, *, executor: str = "local", jobs: Optional[int] = None, ray_address: str = "auto",
               retry_failed: bool = False, dry_run: bool = False, progress: bool = True,
-              out: Optional[Path] = None, log: Callable[[str], None] = print) -> SweepSummary:
+              out: Optional[Path] = None, log: Callable[[str], None] = print, plan_check: bool = True) -> SweepSummary:
     t_start = time.monotonic()
     out, runs = plan_sweep(cfg, out)
     summary = SweepSummary(cfg.name, out, len(runs), dry_run=dry_run)
@@ -201,6 +201,8 @@ def run_sweep(cfg: SweepConfig, *, executor: str = "local", jobs: Optional[int] 
         return summary
     _preflight(todo)
     _check_ranks(cfg, todo, executor, jobs or cfg.runner.jobs)
+    if plan_check and executor == "local":
+        _check_fits(cfg, todo)
     out.mkdir(parents=True, exist_ok=True)
     lock = _lock_driver(out)
     try:
@@ -295,6 +297,32 @@ def _check_ranks(cfg: SweepConfig, todo: list[RunSpec], executor: str, jobs: int
             check_launch(run_config_from_dict(r.config), ranks, devices_here=executor == "local")
         except ConfigError as e:
             raise ArenaError(f"{r.run_id}: runner.gpus_per_run {ranks}: {e}") from None
+
+
+def _check_fits(cfg: SweepConfig, todo: list[RunSpec]) -> None:
+    """On a CUDA machine, the runs `arena plan` says will not fit this machine's GPUs are refused
+    before any run starts, with the plan's numbers (CPU runs are not checked: host RAM is shared
+    with everything else on the machine, and no GPU memory is at stake)."""
+    if not any(str(r.config["train"].get("device", "auto")) in ("auto", "cuda") or
+               str(r.config["train"].get("device", "")).startswith("cuda") for r in todo):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        return
+    from arena.planning.plan import Devices, plan_run
+
+    props = torch.cuda.get_device_properties(0)
+    dev = Devices(count=torch.cuda.device_count(), mem_gib=props.total_memory / 2**30, kind="GPU")
+    bad = []
+    for r in todo:
+        p = plan_run(run_config_from_dict(r.config), dev, cfg.runner.gpus_for(r.model), name=r.run_id)
+        if not p.fits(dev):
+            bad.append(f"{r.run_id}: {p.why_not(dev)}")
+    if bad:
+        raise ArenaError(f"{len(bad)} of {len(todo)} runs will not fit this machine's GPUs ({dev.count} x "
+                         f"{dev.mem_gib:.0f} GiB): " + "; ".join(bad[:3]) + (" ..." if len(bad) > 3 else "")
+                         + " (arena plan shows every run; --no-plan-check starts them anyway)")
 
 
 def _gate_on_cache_leaders(tasks: list[Task], todo: list[RunSpec], runs: list[RunSpec], states: dict) -> None:

@@ -252,3 +252,26 @@ def test_a_sweep_refuses_ranks_that_cannot_work_before_any_run(tmp_path, runner,
     p = _arena("sweep", str(_sweep(tmp_path, "bad", runner, budget)), "--no-progress")
     assert p.returncode == 2 and field in p.stderr and "Traceback" not in p.stderr, p.stdout + p.stderr
     assert not (tmp_path / "bad").exists()
+
+
+def test_two_nodes_rendezvous_over_loopback_and_train_like_one_process(tmp_path, tiny_run_config):
+    """--nnodes 2 --rdzv-endpoint: two launchers (the same command on each "node") meet through
+    torchrun's c10d rendezvous; the run equals one process."""
+    import socket
+
+    one = tiny_run_config(*SFT, method="lora", out=str(tmp_path / "one"))
+    run_training(one, **QUIET)
+    two = tiny_run_config(*SFT, method="lora", out=str(tmp_path / "two"))
+    path = tmp_path / "two.yaml"
+    path.write_text(dump_yaml(two))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "arena", "train", "--config", str(path), "--nproc", "1", "--nnodes", "2",
+           "--rdzv-endpoint", f"127.0.0.1:{port}"]
+    nodes = [subprocess.Popen([*cmd, "--node-rank", str(r)], env=_env(), cwd=REPO, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for r in (0, 1)]
+    outs = [n.communicate(timeout=240)[0] for n in nodes]
+    assert [n.returncode for n in nodes] == [0, 0], "\n".join(o[-2000:] for o in outs)
+    assert json.loads((tmp_path / "two" / "record.json").read_text())["train"]["world_size"] == 2
+    _assert_same_run(one.out, two.out)

@@ -36,7 +36,7 @@ def test_full_finetuning_on_one_device_by_hand():
     assert m.weights == 4 * 251_200 and m.gradients == 4 * 251_200 and m.optimizer == 8 * 251_200
     assert m.gathered == 0 and m.cast_cache == 0 and m.rollout == 0
     a = 38 * 64 + 6 * 32 + 8 * 256  # 4,672 bytes a token a layer
-    assert layer_activation_bytes(s, full=True, dropout=False) == a
+    assert layer_activation_bytes(s, full=True) == a
     assert m.activations == 2 * 100 * a + 100 * a  # L layers saved + one layer's again in backward
     assert m.logits == 10 * 40 * 1000
     assert m.train_peak == 16 * 251_200 + 3 * 100 * 4_672 + 400_000  # 5,820,800 bytes
@@ -60,13 +60,26 @@ def test_adapters_keep_only_their_own_inputs():
     # LoRA r 4 on q and v of both layers: 4·(64+64) + 4·(64+32) per layer, 2 layers
     lora = 2 * (4 * 128 + 4 * 96)
     s = toy(trainable=lora, adapter_params=lora, params=PARAMS, adapted_inputs=2 * (64 + 64))
-    m = plan_memory(s, Budget(tokens=10, label_tokens=10, cast_cache=True))
+    m = plan_memory(s, Budget(tokens=10, label_tokens=10, cast_cache=True))  # torch's dropout: a bool mask
     assert m.gradients == 4 * 1_792 and m.optimizer == 8 * 1_792
     assert m.cast_cache == 2 * (PARAMS - 1_792)  # bf16 copy of every frozen weight
-    a = 20 * 64 + 6 * 32 + 6 * 256 + 7 * 128  # adapted in_features a layer: 64 + 64
+    a = 20 * 64 + 6 * 32 + 6 * 256 + (2 + 1) * 128  # adapted in_features a layer: 64 + 64
     assert m.activations == 2 * 10 * a + 10 * a
-    no_dropout = plan_memory(s, Budget(tokens=10, label_tokens=10, dropout=False))
-    assert m.activations - no_dropout.activations == 3 * 10 * 5 * 128
+    no_dropout = plan_memory(s, Budget(tokens=10, label_tokens=10, dropout_bytes=0.0))
+    assert m.activations - no_dropout.activations == 3 * 10 * 1 * 128
+    skip = plan_memory(s, Budget(tokens=10, label_tokens=10, dropout_bytes=8 * 0.05))  # int64 indices, p = 0.05
+    assert skip.activations - no_dropout.activations == pytest.approx(3 * 10 * 0.4 * 128)
+
+
+def test_the_cpu_fast_paths_change_the_plan(tiny_run_config):
+    from arena.planning.plan import Devices, plan_run
+
+    cfg = tiny_run_config("method.dropout=0.05", "train.device=auto", "train.precision=auto", method="lora")
+    gpu, cpu = plan_run(cfg, Devices(kind="GPU")), plan_run(cfg, Devices(kind="CPU (host RAM)"))
+    assert gpu.budget.dropout_bytes == 1.0 and not gpu.budget.cast_cache
+    assert cpu.budget.dropout_bytes == pytest.approx(0.4) and cpu.budget.cast_cache
+    fp32 = plan_run(tiny_run_config("train.precision=fp32", "train.device=cpu", method="lora"), Devices())
+    assert not fp32.budget.cast_cache  # the cache only holds autocast's bf16 copies
 
 
 def test_rollouts_hold_a_whole_copy_and_the_kv_cache():
@@ -135,3 +148,29 @@ def test_one_run_config_is_planned_too(tmp_path, tiny_run_config):
     assert p.returncode == 0, p.stderr
     (row,) = [json.loads(x) for x in p.stdout.splitlines()]
     assert row["world"] == 1 and 0 < row["peak_gib"] < 1
+
+
+def test_a_sweep_on_a_gpu_refuses_runs_that_will_not_fit_before_any_starts(tmp_path, monkeypatch):
+    import torch
+
+    from arena.errors import ArenaError
+    from arena.sweeps.load import sweep_config_from_dict
+    from runners.driver import run_sweep
+
+    class Props:
+        total_memory = 64 * 2**20  # a 64 MiB "GPU": the tiny full-FT run's plan needs more
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: Props())
+    cfg = sweep_config_from_dict({
+        "name": "fit", "model": "tiny", "methods": [{"name": "full", "lr": 1e-3}],
+        "targets": [{"name": "arith", "n_train": 64}], "budget": {"steps": 2, "batch_size": 64, "seq_len": 256},
+        "train": {"device": "auto"}, "eval": {"enabled": False}, "diagnostics": {"enabled": False}})
+    with pytest.raises(ArenaError, match=r"1 of 1 runs will not fit this machine's GPUs \(1 x 0 GiB\): .*needs"):
+        run_sweep(cfg, out=tmp_path / "fit", progress=False, log=lambda m: None)
+    assert not (tmp_path / "fit").exists()
+    Props.total_memory = 80 * 2**30  # the same run fits an 80 GB device: the check lets it through
+    from runners.driver import _check_fits, plan_sweep
+
+    _check_fits(cfg, plan_sweep(cfg, tmp_path / "fit")[1])

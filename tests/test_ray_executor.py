@@ -51,3 +51,27 @@ def test_two_run_sweep_on_local_ray(tmp_path, local_ray):
     again = run_sweep(cfg, executor="ray", progress=False, log=lines.append)
     assert not again.todo and "all 2 runs finished" in again.format()
     assert ray.is_initialized()  # a Ray connection the caller made is left to the caller
+
+
+def test_a_sharded_run_asks_ray_for_its_gpus_and_trains_under_torchrun(tmp_path, local_ray):
+    """runner.gpus_per_run: the run's Ray task reserves that many GPUs (on CUDA runs), and inside the
+    task the worker trains the run over that many torchrun ranks (here: CPU processes)."""
+    from runners import run_sweep
+    from runners.driver import _task
+
+    d = {"name": "rs", "model": "tiny", "targets": [{"name": "arith", "n_train": 256}], "methods": ["lora"],
+         "budget": {"steps": 2, "batch_size": 2, "grad_accum": 2, "seq_len": 64},
+         "train": {"precision": "fp32", "device": "cpu", "warmup_steps": 1},
+         "probe": {"heldout": 4, "greedy": 0}, "eval": {"enabled": False}, "diagnostics": {"enabled": False},
+         "runner": {"gpus_per_run": {"default": 1, "tiny": 2}}, "out": str(tmp_path / "rs")}
+    on_gpu = sweep_config_from_dict({**d, "train": {**d["train"], "device": "cuda"}})
+    from runners.driver import plan_sweep
+
+    (spec,) = plan_sweep(on_gpu)[1]
+    t = _task(on_gpu, tmp_path, spec, None)
+    assert t.gpus == 2 and t.env["ARENA_SWEEP_RANKS"] == "2"  # Ray's num_gpus for the task
+    summary = run_sweep(sweep_config_from_dict(d), executor="ray", ray_address="auto", progress=False,
+                        log=lambda m: None)
+    assert summary.ok and len(summary.completed) == 1, summary.format()
+    rec = json.loads((tmp_path / "rs" / summary.completed[0] / "record.json").read_text())
+    assert rec["status"] == "done" and rec["train"]["world_size"] == 2

@@ -31,6 +31,8 @@ def add_parser(sub) -> None:
     p.add_argument("--retry-failed", action="store_true", help="run failed runs again (interrupted ones always are)")
     p.add_argument("--dry-run", action="store_true", help="list the runs and their state; run nothing")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-plan-check", action="store_true",
+                   help="on a CUDA machine, start even the runs `arena plan` says will not fit this GPU's memory")
     p.set_defaults(func=run)
 
 
@@ -40,7 +42,7 @@ def run(args) -> int:
         raise ArenaError(f"--jobs {args.jobs}: must be a positive integer")
     summary = run_sweep(cfg, executor=args.executor, jobs=args.jobs, ray_address=args.ray_address,
                         retry_failed=args.retry_failed, dry_run=args.dry_run, progress=not args.no_progress,
-                        out=Path(args.out) if args.out else None)
+                        out=Path(args.out) if args.out else None, plan_check=not args.no_plan_check)
     print(summary.format())
     if not summary.dry_run and (summary.todo or summary.busy):
         print(f"next: arena dashboard --results {summary.out}   |   arena report {summary.out}")

@@ -23,9 +23,11 @@ fp32 residual stream, counted from the saved tensors of the HF implementation:
     full FT:  38·h + 6·g·d + 8·f   (two RMSNorm inputs and outputs 16h, six bf16 casts of the linear
                                     inputs 12h, q/rope/attention output/o_proj input 8h, repeat_kv
                                     2h, k/v/rope 6gd, gate/up/SiLU/product 8f)
-    adapters: 20·h + 6·g·d + 6·f + 7·a/L   (frozen linears keep no inputs; each adapted linear keeps
-                                    its dropout output 4, mask 1 and bf16 cast 2 bytes per input
-                                    feature; a = Σ in_features of adapted linears; 2·a/L without dropout)
+    adapters: 20·h + 6·g·d + 6·f + (2 + m)·a/L   (frozen linears keep no inputs; each adapter keeps
+                                    the bf16 copy of its input, 2 bytes per input feature, and its
+                                    dropout's record m: torch's bool mask 1 byte, arena's skip
+                                    sampler the int64 indices of the dropped elements 8·p, no
+                                    dropout 0; a = Σ in_features of the adapted linears)
 
 Rollouts (RL objectives) sample from a gathered copy (every unit unsharded, no collective inside):
 
@@ -53,7 +55,7 @@ class Budget:
     world: int = 1  # N
     weight_bytes: int = 4  # w
     checkpointing: bool = False
-    dropout: bool = True  # adapters: a dropout before each adapter (PEFT's lora_dropout > 0)
+    dropout_bytes: float = 1.0  # m: what an adapter's dropout keeps per input element (see above)
     cast_cache: bool = False
     rollout_seqs: int = 0  # S (0: no rollouts)
     rollout_len: int = 0
@@ -90,18 +92,17 @@ class MemoryPlan:
         return {**asdict(self), "train_peak": self.train_peak, "rollout_peak": self.rollout_peak, "peak": self.peak}
 
 
-def layer_activation_bytes(s: ModelShape, full: bool, dropout: bool) -> float:
+def layer_activation_bytes(s: ModelShape, full: bool, dropout_bytes: float = 1.0) -> float:
     """a_layer: bytes one token leaves saved in one decoder layer (module docstring)."""
     kv = s.kv_heads * s.head_dim
     if full:
         return 38 * s.hidden + 6 * kv + 8 * s.intermediate
-    per_input = 7 if dropout else 2
-    return 20 * s.hidden + 6 * kv + 6 * s.intermediate + per_input * s.adapted_inputs / s.layers
+    return 20 * s.hidden + 6 * kv + 6 * s.intermediate + (2 + dropout_bytes) * s.adapted_inputs / s.layers
 
 
 def activation_bytes(s: ModelShape, b: Budget) -> float:
     full = s.adapter_params == 0 and s.trainable == s.params
-    a = layer_activation_bytes(s, full, b.dropout) * b.tokens
+    a = layer_activation_bytes(s, full, b.dropout_bytes) * b.tokens
     if b.checkpointing:
         return s.layers * b.tokens * 4 * s.hidden + 2 * a
     return s.layers * a + a

@@ -74,8 +74,22 @@ def hf_config(name: str):
         raise ArenaError(f"model {name!r}: {e}") from None
 
 
+_SHAPES: dict = {}
+
+
 def model_shape(cfg) -> ModelShape:
-    """Shapes and exact counts for RunConfig `cfg` (its model wrapped by its method, on meta)."""
+    """Shapes and exact counts for RunConfig `cfg` (its model wrapped by its method, on meta); the
+    runs of a sweep that share model and method (objectives, seeds) share one build."""
+    import json
+
+    d = cfg.to_dict()
+    key = json.dumps([d["model"], d["method"], cfg.train.steps], sort_keys=True, default=str)
+    if key not in _SHAPES:
+        _SHAPES[key] = _build_shape(cfg)
+    return _SHAPES[key]
+
+
+def _build_shape(cfg) -> ModelShape:
     import torch
     from transformers import AutoModelForCausalLM
 
