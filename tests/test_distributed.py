@@ -128,6 +128,19 @@ def test_grpo_two_ranks_sample_the_same_rollouts(tmp_path, tiny_run_config, meth
     _assert_same_run(one.out, two.out, keys=("loss", "grad_norm", "reward_mean", "response_length"))
 
 
+def test_opd_two_ranks_distil_like_one_process(tmp_path, tiny_run_config):
+    """OPD's teacher is its own unsharded model on every rank: the same rollouts, teacher scores and
+    update as one process."""
+    sets = ("objective.teacher=tiny", "objective.n_samples=2", "objective.max_new_tokens=8", "train.steps=3",
+            "train.grad_accum=2", "train.batch_size=2", "train.lr=1e-2", "probe.heldout=4")
+    one = tiny_run_config(*sets, objective="opd", method="lora", out=str(tmp_path / "one"))
+    run_training(one, **QUIET)
+    assert any(r["grad_norm"] > 0 for r in _log(one.out))
+    p = _launch(tiny_run_config(*sets, objective="opd", method="lora", out=str(tmp_path / "two")))
+    assert p.returncode == 0, p.stdout[-3000:]
+    _assert_same_run(one.out, tmp_path / "two")
+
+
 def _cut_after(run: Path, dest: Path, step: int) -> Path:
     """A copy of a finished run as a kill just after checkpoint `step` leaves it."""
     shutil.copytree(run, dest)
@@ -173,7 +186,8 @@ def test_bad_launches_exit_2_and_write_nothing(tmp_path, tiny_run_config):
         (["--nproc", str((os.cpu_count() or 1) + 1)], "--nproc"),
         (["--nproc", "2", "--set", "train.grad_accum=3"], "train.grad_accum"),
         (["--nproc", "2", "--method", "adalora"], "method.name"),
-        (["--nproc", "2", "--objective", "sdpo"], "objective.teacher_weights"),  # EMA self-teacher
+        (["--nproc", "2", "--objective", "sdpo"], "objective.name"),  # self-teacher: rank-dependent forwards
+        (["--nproc", "2", "--objective", "rlrt"], "objective.name"),  # even with teacher_weights current
     ]
     (tmp_path / "c.yaml").write_text(dump_yaml(cfg))
     for args, field in cases:

@@ -38,6 +38,11 @@ class SelfDistilled(GRPO):
     """Not registered: the base of the self-distillation objectives."""
 
     REQUIRED_SLOTS: ClassVar[tuple[str, ...]] = ("solution",)
+    # the self-teacher re-scores only the rows that have a demonstration, so ranks would run
+    # different numbers of forwards; and its shadow weights are swapped into parameters that FSDP2
+    # does not read (it gathers from its own shard storage)
+    unshardable = ("the self-teacher's forward runs only on ranks whose rollouts have a teacher row, and its "
+                   "shadow weights are not swapped into FSDP shards")
 
     @dataclass
     class Options(GRPO.Options):

@@ -124,13 +124,11 @@ def check_shardable(cfg, method) -> None:
     if type(method).on_step is not Method.on_step:
         raise ConfigError("method.name", method.name, "cannot train sharded (it reallocates its own parameters "
                           "after every step); run it with one process")
-    # A self-teacher's EMA / synced / initial weights are swapped into the parameters for its
-    # forward (arena/objectives/self_teacher.py); FSDP2 gathers from its own shard storage, so the
-    # swap would be silently ignored and the teacher would be the current policy.
-    mode = getattr(getattr(cfg.objective, "options", None), "teacher_weights", "current")
-    if mode != "current":
-        raise ConfigError("objective.teacher_weights", mode, "only 'current' trains sharded (the shadow teacher "
-                          "weights are not swapped into FSDP shards); use current, or run with one process")
+    from arena.components import OBJECTIVES
+
+    why = OBJECTIVES.get(cfg.objective.name).unshardable
+    if why:
+        raise ConfigError("objective.name", cfg.objective.name, f"cannot train sharded: {why}; run it with one process")
 
 
 def _units(model: torch.nn.Module) -> list:
@@ -164,7 +162,9 @@ def all_sum(d: Dist, values: list[float]) -> list[float]:
         return values
     import torch.distributed as dist
 
-    t = torch.tensor(values, dtype=torch.float64)
+    # NCCL reduces only device tensors; gloo only CPU ones
+    dev = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    t = torch.tensor(values, dtype=torch.float64, device=dev)
     dist.all_reduce(t)
     return t.tolist()
 
