@@ -55,9 +55,6 @@ class Objective:
     name: ClassVar[str]
     description: ClassVar[str] = ""
     needs_rollouts: ClassVar[bool] = False
-    # why this objective cannot train FSDP-sharded (None: it can); every rank must run the same
-    # forwards of the model in each step, since each one all-gathers weights with the other ranks
-    unshardable: ClassVar[str | None] = None
 
     @dataclass
     class Options:

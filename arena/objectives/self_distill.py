@@ -38,11 +38,6 @@ class SelfDistilled(GRPO):
     """Not registered: the base of the self-distillation objectives."""
 
     REQUIRED_SLOTS: ClassVar[tuple[str, ...]] = ("solution",)
-    # the self-teacher re-scores only the rows that have a demonstration, so ranks would run
-    # different numbers of forwards; and its shadow weights are swapped into parameters that FSDP2
-    # does not read (it gathers from its own shard storage)
-    unshardable = ("the self-teacher's forward runs only on ranks whose rollouts have a teacher row, and its "
-                   "shadow weights are not swapped into FSDP shards")
 
     @dataclass
     class Options(GRPO.Options):
@@ -83,7 +78,14 @@ class SelfDistilled(GRPO):
         contexts = self.teacher_contexts(batch, step)
         rows = sorted(contexts)
         texts = [teacher_prompt(self.options.template, batch["examples"][r].prompt, **contexts[r]) for r in rows]
-        build_rows(ctx.tokenizer, rows, texts, batch["completions"], ctx.tokenizer.pad_token_id).store(batch)
+        teacher_rows = build_rows(ctx.tokenizer, rows, texts, batch["completions"], ctx.tokenizer.pad_token_id)
+        teacher_rows.store(batch)
+        if ctx.world > 1:
+            # Sharded: score now, inside the loop's gathered rollout block, where a forward runs no
+            # collective. At loss time every FSDP forward all-gathers with the other ranks, and
+            # ranks whose rollouts have no teacher row would skip theirs (a mismatched collective).
+            # The weights are the same then as now: the optimizer steps after the whole step.
+            batch["teacher_scores"] = score(ctx.model, self.teacher, teacher_rows, ctx.device, ctx.precision)
         n = len(batch["rewards"])
         batch["metrics"]["teacher_share"] = len(rows) / max(1, n)
         batch["metrics"]["success_rate"] = float((batch["rewards"] >= self.options.success_threshold).float().mean())
@@ -99,8 +101,10 @@ class SelfDistilled(GRPO):
         at the sampling temperature). Run before the student's forward (the weights are swapped)."""
         rows = TeacherRows.of(batch)
         sel = rows.token_mask(batch["completion_mask"]).to(ctx.device)
-        t = score(ctx.model, self.teacher, rows, ctx.device, ctx.precision)
-        return sel, t / self.options.temperature
+        t = batch.get("teacher_scores")
+        if t is None:
+            t = score(ctx.model, self.teacher, rows, ctx.device, ctx.precision)
+        return sel, t.to(ctx.device) / self.options.temperature
 
     def teacher_gap(self, ctx, batch, logits, targets, logp) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """Δ_t = sg(log P_T(y_t) − log P_S(y_t)) at the teacher rows' tokens ([n], 0 elsewhere), the

@@ -67,18 +67,31 @@ def teacher_prompt(template: str, prompt: str, solution: str | None = None, answ
 # -- weights -------------------------------------------------------------------------------------------
 
 class TeacherWeights:
-    """Shadow copies of the trainable tensors that the teacher's forward uses (see module doc)."""
+    """Shadow copies of the trainable tensors that the teacher's forward uses (see module doc).
+
+    The parameters are looked up by name at each use, not kept: under FSDP2 the module holds its
+    sharded parameters between steps and the whole, gathered ones inside `distributed.gathered`,
+    where the sharded loop scores the teacher and updates the shadow. The shadow itself is always
+    whole (a full fp32 copy of the trainable tensors, on every rank).
+    """
 
     def __init__(self, mode: TeacherMode, rate: float = 0.05, sync_every: int = 10):
         self.mode, self.rate, self.sync_every = mode, rate, sync_every
-        self.named: list[tuple[str, torch.nn.Parameter]] = []
+        self.names: list[str] = []
         self.shadow: list[torch.Tensor] = []
+        self.model: torch.nn.Module | None = None
+
+    def _params(self) -> list[torch.Tensor]:
+        by_name = dict(self.model.named_parameters())
+        return [by_name[n] for n in self.names]
 
     def attach(self, model: torch.nn.Module) -> None:
-        """Take the start weights (called once, before training)."""
-        self.named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        """Take the start weights (called once, before training, on every rank at once: a sharded
+        parameter is all-gathered into its whole value)."""
+        self.model = model
+        self.names = [n for n, p in model.named_parameters() if p.requires_grad]
         if self.mode != "current":
-            self.shadow = [p.detach().float().clone() for _, p in self.named]
+            self.shadow = [_whole(p).float().clone() for p in self._params()]
 
     @contextmanager
     def applied(self):
@@ -87,35 +100,43 @@ class TeacherWeights:
             yield
             return
         saved = []
+        params = self._params()
         try:
-            for (_, p), s in zip(self.named, self.shadow):
+            for p, s in zip(params, self.shadow):
                 saved.append(p.data)
                 p.data = s.to(p.dtype)
             yield
         finally:
-            for (_, p), d in zip(self.named, saved):
+            for p, d in zip(params, saved):
                 p.data = d
 
     @torch.no_grad()
     def after_step(self, step: int) -> None:
-        """After optimizer step `step` (0-based): EMA update, or the periodic sync."""
+        """After optimizer step `step` (0-based): EMA update, or the periodic sync (whole weights:
+        the sharded loop calls it inside `distributed.gathered`)."""
         if self.mode == "ema":
-            for (_, p), s in zip(self.named, self.shadow):
-                s.lerp_(p.detach().float(), self.rate)
+            for p, s in zip(self._params(), self.shadow):
+                s.lerp_(_whole(p).float(), self.rate)
         elif self.mode == "synced" and (step + 1) % self.sync_every == 0:
-            for (_, p), s in zip(self.named, self.shadow):
-                s.copy_(p.detach().float())
+            for p, s in zip(self._params(), self.shadow):
+                s.copy_(_whole(p).float())
 
     def tensor_state(self) -> dict[str, torch.Tensor]:
-        return {f"teacher.{n}": s for (n, _), s in zip(self.named, self.shadow)}
+        return {f"teacher.{n}": s for n, s in zip(self.names, self.shadow)}
 
     def load_tensor_state(self, state: dict[str, torch.Tensor]) -> None:
         if self.mode == "current":
             return
-        missing = [n for n, _ in self.named if f"teacher.{n}" not in state]
+        missing = [n for n in self.names if f"teacher.{n}" not in state]
         if missing:
             raise ValueError(f"checkpoint lacks the teacher's shadow weights ({len(missing)} tensors, e.g. {missing[0]})")
-        self.shadow = [state[f"teacher.{n}"].float().clone() for n, _ in self.named]
+        self.shadow = [state[f"teacher.{n}"].float().clone() for n in self.names]
+
+
+def _whole(p: torch.Tensor) -> torch.Tensor:
+    """A parameter's whole value: an FSDP2 shard (DTensor) is all-gathered, a tensor is itself."""
+    full = getattr(p, "full_tensor", None)
+    return (full() if full is not None else p).detach()
 
 
 def check_teacher_options(rate: float, sync_every: int) -> None:

@@ -118,17 +118,17 @@ def shard(model: torch.nn.Module, d: Dist) -> int:
 
 
 def check_shardable(cfg, method) -> None:
-    """ConfigError for what cannot train FSDP-sharded (checked by the launcher and by every rank)."""
+    """ConfigError for what cannot train FSDP-sharded (checked by the launcher and by every rank).
+
+    Objectives must run the same forwards of the model on every rank in each step (each one
+    all-gathers weights with the other ranks); one whose forwards depend on its data, as the
+    self-teacher's re-scoring, does them inside the loop's gathered rollout block instead
+    (arena/objectives/self_distill.py)."""
     from arena.methods.base import Method
 
     if type(method).on_step is not Method.on_step:
         raise ConfigError("method.name", method.name, "cannot train sharded (it reallocates its own parameters "
                           "after every step); run it with one process")
-    from arena.components import OBJECTIVES
-
-    why = OBJECTIVES.get(cfg.objective.name).unshardable
-    if why:
-        raise ConfigError("objective.name", cfg.objective.name, f"cannot train sharded: {why}; run it with one process")
 
 
 def _units(model: torch.nn.Module) -> list:
