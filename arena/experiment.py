@@ -84,9 +84,8 @@ def _check_out_dir(out: Path, cfg: RunConfig) -> str:
     old = yaml.safe_load(saved.read_text())
     new = cfg.to_dict()
     # Only what changes the result must match; presentation knobs may differ between attempts.
-    strip = _result_config
-    if strip(old) != strip(new):
-        diff = [k for k in new if strip(old).get(k) != strip(new).get(k)]
+    if _result_config(old) != _result_config(new):
+        diff = [k for k in new if _result_config(old).get(k) != _result_config(new).get(k)]
         raise ArenaError(f"out {out}: holds a run with a different config (sections differ: {', '.join(diff)}); "
                          "use another out folder or delete the folder")
     rec = read_run_record(out)

@@ -61,6 +61,24 @@ def read_run_record(run_dir: Path) -> RunRecord | None:
     return None if rec is None else RunRecord.from_dict(rec)
 
 
+def amend_failure(run_dir: Path, amend) -> bool:
+    """The shared preamble of recording a failure from outside the run (launcher, sweep runner):
+    True when `run_dir` holds no usable record yet and the caller should write a new one. A record
+    that says done is kept as it is; a failed one is passed to `amend(record)` (which returns
+    whether it changed anything) and rewritten if so; an unreadable one counts as absent."""
+    try:
+        rec = read_run_record(run_dir)
+    except ValueError:
+        rec = None
+    if rec and rec.status == "done":
+        return False
+    if rec and rec.status == "failed":
+        if amend(rec):
+            write_run_record(run_dir, rec)
+        return False
+    return True
+
+
 def write_run_record(run_dir: Path, record: RunRecord) -> Path:
     return write_record(run_dir, record.to_dict())
 

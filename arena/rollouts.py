@@ -168,11 +168,13 @@ class PromptPool:
             out[sel] = perm[idx[sel] % N]
         return out.tolist()
 
-    def micro_batches(self, seed: int, step: int, per_step: int, n_micro: int) -> list[list[int]]:
-        """The prompt indices of each of a step's `n_micro` micro-batches (sizes differ by at most 1)."""
+    def micro_batches(self, seed: int, step: int, per_step: int, n_micro: int,
+                      only: range | None = None) -> list[tuple[int, list[int]]]:
+        """(m, prompt indices) of each of a step's `n_micro` micro-batches (sizes differ by at most
+        1), or of those in `only` (a rank's `ctx.micro_range()` under sharded training)."""
         idx = self.indices(seed, step * per_step, per_step)
         bounds = np.linspace(0, per_step, n_micro + 1).round().astype(int)
-        return [idx[bounds[m]:bounds[m + 1]] for m in range(n_micro)]
+        return [(m, idx[bounds[m]:bounds[m + 1]]) for m in (only if only is not None else range(n_micro))]
 
 
 # -- sequences the losses run on -----------------------------------------------------------------
@@ -253,10 +255,8 @@ def step_rollouts(ctx, pool: PromptPool, per_step: int, params: SamplingParams, 
     sampled with its own seed derived from (seed, step, micro-batch, tag)."""
     from arena.generation.seeds import derive_seed
 
-    out, mine = [], ctx.micro_range()
-    for m, idx in enumerate(pool.micro_batches(ctx.seed, step, per_step, ctx.train.grad_accum)):
-        if m not in mine:  # another rank's micro-batch (sharded training)
-            continue
+    out = []
+    for m, idx in pool.micro_batches(ctx.seed, step, per_step, ctx.train.grad_accum, only=ctx.micro_range()):
         ro = sample(ctx.model, ctx.tokenizer, [pool.prompt_ids[i] for i in idx], params,
                     derive_seed(ctx.seed, step, m, tag), ctx.device, ctx.precision, backend)
         out.append((idx, ro, ro.as_batch(ctx.tokenizer.pad_token_id)))

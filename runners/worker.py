@@ -54,21 +54,17 @@ def write_failure(run_dir: Path, spec, error: str, retryable: bool, tb: str = ""
     Never overwrites a record that says done; a failed record written by run_training is kept and
     only gains the retryable flag.
     """
-    from arena.records import read_run_record, utc_now, write_run_record
+    from arena.records import amend_failure, utc_now, write_run_record
     from arena.results.run_record import RunRecord
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        rec = read_run_record(run_dir)
-    except ValueError:
-        rec = None
-    if rec and rec.status == "done":
-        return
-    if rec and rec.status == "failed":
+
+    def amend(rec) -> bool:
         rec.retryable = retryable
-        if not rec.error:
-            rec.error = error
-        write_run_record(run_dir, rec)
+        rec.error = rec.error or error
+        return True
+
+    if not amend_failure(run_dir, amend):
         return
     write_run_record(run_dir, RunRecord(
         run_id=spec.run_id, status="failed", error=error, retryable=retryable, written_by="runner",

@@ -173,7 +173,8 @@ def test_prompt_pool_is_seeded_resumable_and_drops_long_prompts(tokenizer):
     assert len(pool) == 10 and pool.n_dropped == 2
     a = pool.micro_batches(seed=0, step=3, per_step=4, n_micro=2)
     assert a == pool.micro_batches(seed=0, step=3, per_step=4, n_micro=2)  # any step, no replay
-    assert [len(m) for m in a] == [2, 2]
+    assert [m for m, _ in a] == [0, 1] and [len(i) for _, i in a] == [2, 2]
+    assert pool.micro_batches(seed=0, step=3, per_step=4, n_micro=2, only=range(1, 2)) == a[1:]  # a rank's share
     # one epoch (10 prompts) visits every prompt once
     first_epoch = pool.indices(seed=0, start=0, count=10)
     assert sorted(first_epoch) == list(range(10))

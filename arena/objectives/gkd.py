@@ -83,10 +83,8 @@ class GKD(Objective):
         o = self.options
         pad = ctx.tokenizer.pad_token_id
         out, gen_s = [], 0.0
-        mine = ctx.micro_range()
-        for m, idx in enumerate(self.pool.micro_batches(ctx.seed, step, self.per_step, ctx.train.grad_accum)):
-            if m not in mine:  # another rank's micro-batch (sharded training)
-                continue
+        for m, idx in self.pool.micro_batches(ctx.seed, step, self.per_step, ctx.train.grad_accum,
+                                              only=ctx.micro_range()):
             prompts = [self.pool.prompt_ids[i] for i in idx]
             on_policy = random.Random(derive_seed(ctx.seed, step, m, 3)).random() < o.lmbda
             if on_policy:

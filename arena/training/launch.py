@@ -116,20 +116,18 @@ def _failure_reason(rc: int, tail: deque) -> str:
 
 def record_failure(cfg: RunConfig, reason: str) -> None:
     """A failed record for a run whose ranks could not record it themselves (killed, not raised)."""
-    from arena.records import read_run_record, utc_now, write_run_record
+    from arena.records import amend_failure, utc_now, write_run_record
     from arena.results.run_record import SCHEMA_VERSION, RunRecord
 
     out = Path(cfg.out)
-    try:
-        rec = read_run_record(out)
-    except ValueError:
-        rec = None
-    if rec and rec.status == "done":
-        return
-    if rec and rec.status == "failed":  # a rank recorded what it saw; add which rank died how
-        if reason not in (rec.error or ""):
-            rec.error = f"{rec.error}; launcher: {reason}" if rec.error else reason
-            write_run_record(out, rec)
+
+    def amend(rec) -> bool:  # a rank recorded what it saw; add which rank died how
+        if reason in (rec.error or ""):
+            return False
+        rec.error = f"{rec.error}; launcher: {reason}" if rec.error else reason
+        return True
+
+    if not amend_failure(out, amend):
         return
     out.mkdir(parents=True, exist_ok=True)
     write_run_record(out, RunRecord(
