@@ -19,6 +19,7 @@ import yaml
 from arena.components import registry_for
 from arena.errors import ArenaError, ConfigError, suggest
 from arena.schema import apply_overrides, build, to_dict
+from arena.services.config import ServicesConfig, check_services
 
 
 @dataclass
@@ -156,8 +157,12 @@ class RunConfig:
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     data_dir: Optional[str] = None
     out: Optional[str] = None
+    # where rollouts and the teacher run (arena/services/config.py); left out of to_dict at its
+    # default, so the run ids and config.yaml of runs without it are unchanged
+    services: ServicesConfig = field(default_factory=ServicesConfig)
 
     def to_dict(self) -> dict:
+        extra = {} if self.services == ServicesConfig() else {"services": to_dict(self.services)}
         return {
             "model": self.model.to_dict(),
             "method": self.method.to_dict(),
@@ -167,6 +172,7 @@ class RunConfig:
             "probe": to_dict(self.probe),
             "data_dir": self.data_dir,
             "out": self.out,
+            **extra,
         }
 
 
@@ -222,7 +228,10 @@ def run_config_from_dict(data: dict) -> RunConfig:
         probe=probe,
         data_dir=resolve_data_dir(data.get("data_dir")),
         out=data.get("out"),
+        services=build(ServicesConfig, data.get("services"), "services"),
     )
+    objective_cls = registry_for("objective").get(cfg.objective.name)
+    check_services(cfg.services, cfg.objective.name, cfg.objective.options, objective_cls.needs_rollouts)
     return cfg
 
 

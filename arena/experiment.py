@@ -26,6 +26,7 @@ from arena.objectives.base import TrainContext
 from arena.records import environment, read_record, read_run_record, utc_now, write_run_record
 from arena.results.run_record import SCHEMA_VERSION, RunRecord
 from arena.runs import FINAL, RESULT_NEUTRAL_TRAIN_KEYS, WEIGHTS, load_and_wrap
+from arena.services.lifecycle import check_runnable, close_services, service_stats, start_rollouts, start_teacher
 from arena.training import distributed as D
 from arena.training import loop  # loop.train looked up per call: a benchmark wraps it to time each step
 from arena.training.device import pick_device, resolve_precision
@@ -159,6 +160,19 @@ def _run_training(cfg: RunConfig, method, target, objective, dist: D.Dist, rank_
     ctx = TrainContext(model=model, tokenizer=tok, target=target, train=cfg.train, device=device,
                        precision=precision, seed=cfg.train.seed, rank=dist.rank, world=dist.world)
     ctx.extras["config_fingerprint"] = config_fingerprint(cfg)
+    check_runnable(cfg.services, dist)
+    ctx.extras.update(services=cfg.services, log=log)
+    if cfg.services.teacher.mode != "inline":
+        ctx.extras["start_teacher"] = lambda ref: start_teacher(ctx, ref)
+    try:
+        return _train_with_services(cfg, ctx, method, objective, dist, device, precision, out, info, t0, t_load, log)
+    finally:
+        close_services(ctx)  # no worker or teacher process outlives its run
+
+
+def _train_with_services(cfg: RunConfig, ctx, method, objective, dist: D.Dist, device, precision, out, info, t0,
+                         t_load, log) -> dict:
+    model, tok, target = ctx.model, ctx.tokenizer, ctx.target
     if cfg.train.eval_every:
         # Every eval_every steps: general NLL proxy + target NLL against the base, in train_log.jsonl.
         ctx.extras["step_probe"] = make_step_probe(cfg, tok, target, device, precision, log=log)
@@ -188,6 +202,7 @@ def _run_training(cfg: RunConfig, method, target, objective, dist: D.Dist, rank_
     try:
         items = (f"{data_stats['documents']} documents" if "examples" not in data_stats and "documents" in data_stats
                  else f"{data_stats.get('examples', '?')} examples")
+        start_rollouts(cfg, ctx, method, log)
         log(f"{method.name}: {trainable:,} trainable / {total:,} params; lr {lr:g}; {precision} on {device}; "
             f"{items} -> {data_stats.get('rows', '?')} rows"
             + (f" ({data_stats['layout']})" if "layout" in data_stats else ""))
@@ -195,6 +210,8 @@ def _run_training(cfg: RunConfig, method, target, objective, dist: D.Dist, rank_
         record.train = {k: v for k, v in asdict(result).items() if k != "history"}
         if dist.enabled:
             record.train["world_size"] = dist.world
+        if cfg.services.active:
+            record.train["services"] = service_stats(ctx)
         if out:
             save_final(out, method, model, dist)
         t3 = time.perf_counter()

@@ -249,20 +249,54 @@ def prompts_per_step(requested: int | None, train) -> int:
     return n
 
 
+@dataclass
+class SampleJob:
+    """One micro-batch's sampling request: what `sample` needs besides the model, so that it can
+    run in this process or in a rollout worker (arena/services/rollout_worker.py)."""
+
+    m: int  # the micro-batch's index in the step
+    prompt_ids: list[list[int]]
+    params: SamplingParams
+    seed: int
+    backend: str
+
+
+def run_jobs(ctx, step: int, plan) -> list[tuple[int, Rollouts]]:
+    """[(m, Rollouts)] of step `step`'s jobs, `plan(t)` giving any step t's jobs (deterministic in t).
+
+    With a rollout service (`ctx.extras['rollout_source']`, services.rollout.mode process/ray) the
+    samples come from a worker that may have drawn them with weights up to max_staleness steps old,
+    and the service may call `plan` for later steps to sample them ahead; otherwise they are drawn
+    here from the current weights. `Rollouts.meta['policy_version']` is the weights' step either way.
+    """
+    source = ctx.extras.get("rollout_source")
+    if source is not None:
+        return source.rollouts(step, plan)
+    out = []
+    for job in plan(step):
+        ro = sample(ctx.model, ctx.tokenizer, job.prompt_ids, job.params, job.seed, ctx.device, ctx.precision, job.backend)
+        ro.meta["policy_version"] = step
+        out.append((job.m, ro))
+    return out
+
+
 def step_rollouts(ctx, pool: PromptPool, per_step: int, params: SamplingParams, step: int, tag: int,
                   backend: str) -> list[tuple[list[int], Rollouts, dict]]:
     """A step's micro-batches of rollouts, [(prompt indices, Rollouts, padded batch)]: each micro-batch
     sampled with its own seed derived from (seed, step, micro-batch, tag)."""
     from arena.generation.seeds import derive_seed
 
-    out = []
-    for m, idx in pool.micro_batches(ctx.seed, step, per_step, ctx.train.grad_accum, only=ctx.micro_range()):
-        ro = sample(ctx.model, ctx.tokenizer, [pool.prompt_ids[i] for i in idx], params,
-                    derive_seed(ctx.seed, step, m, tag), ctx.device, ctx.precision, backend)
-        out.append((idx, ro, ro.as_batch(ctx.tokenizer.pad_token_id)))
-    return out
+    def plan(t: int) -> list[SampleJob]:
+        return [SampleJob(m, [pool.prompt_ids[i] for i in idx], params, derive_seed(ctx.seed, t, m, tag), backend)
+                for m, idx in pool.micro_batches(ctx.seed, t, per_step, ctx.train.grad_accum, only=ctx.micro_range())]
+
+    idx_of = dict(pool.micro_batches(ctx.seed, step, per_step, ctx.train.grad_accum, only=ctx.micro_range()))
+    return [(idx_of[m], ro, ro.as_batch(ctx.tokenizer.pad_token_id)) for m, ro in run_jobs(ctx, step, plan)]
 
 
 def rollout_metrics(ro: Rollouts) -> dict:
     lengths = ro.lengths.float()
-    return {"response_length": float(lengths.mean()), "truncated": float((~ro.finished).float().mean())}
+    out = {"response_length": float(lengths.mean()), "truncated": float((~ro.finished).float().mean())}
+    if "staleness" in ro.meta:  # sampled by a rollout worker: steps between the sampling weights and these
+        out["staleness"] = float(ro.meta["staleness"])
+    return out

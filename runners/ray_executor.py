@@ -11,12 +11,10 @@ runtime_env). A driver already connected to Ray (`ray.init(...)` earlier in the 
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from typing import Callable
 
-from arena.errors import ArenaError
+from arena.services.channel import ensure_ray
 from runners.local import Outcome, Task
 
 
@@ -43,23 +41,6 @@ def _ray_task(cmd: list[str], env: dict, log: str, timeout_s) -> tuple[int, bool
             raise
 
 
-def _ensure_ray(address: str):
-    try:
-        import ray
-    except ImportError:
-        raise ArenaError("the ray executor needs ray: pip install 'arena[ray]'") from None
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # else ray writes an auth token under ~
-    if ray.is_initialized():
-        return ray, False, None
-    tmp = None
-    if address == "local":
-        tmp = tempfile.mkdtemp(prefix="arena-ray-")  # short: ray's unix socket paths are length-limited
-        ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, _temp_dir=tmp, log_to_driver=False)
-    else:
-        ray.init(address=address, log_to_driver=False)
-    return ray, True, tmp
-
-
 class RayExecutor:
     name = "ray"
 
@@ -71,7 +52,7 @@ class RayExecutor:
         return f"ray executor (address {self.address})"
 
     def run(self, tasks: list[Task], on_start: Callable[[str], None], on_done: Callable[[Outcome], None]) -> None:
-        ray, started, tmp = _ensure_ray(self.address)
+        ray, started, tmp = ensure_ray(self.address)
         self.started = started
         try:
             has_gpu = ray.cluster_resources().get("GPU", 0) > 0

@@ -79,26 +79,33 @@ class GKD(Objective):
             out.append(ids[: max(1, ctx.train.seq_len - len(self.pool.prompt_ids[i]))])
         return out
 
+    def _on_policy(self, ctx: TrainContext, step: int, m: int) -> bool:
+        return random.Random(derive_seed(ctx.seed, step, m, 3)).random() < self.options.lmbda
+
     def batches(self, ctx: TrainContext, step: int) -> list[dict]:
         o = self.options
         pad = ctx.tokenizer.pad_token_id
-        out, gen_s = [], 0.0
+
+        def plan(t: int) -> list[R.SampleJob]:  # the on-policy micro-batches of step t
+            return [R.SampleJob(m, [self.pool.prompt_ids[i] for i in idx], self.params, derive_seed(ctx.seed, t, m, 4),
+                                o.backend)
+                    for m, idx in self.pool.micro_batches(ctx.seed, t, self.per_step, ctx.train.grad_accum,
+                                                          only=ctx.micro_range()) if self._on_policy(ctx, t, m)]
+
+        rolled = dict(R.run_jobs(ctx, step, plan))
+        out, gen_s = [], sum(ro.seconds for ro in rolled.values())
         for m, idx in self.pool.micro_batches(ctx.seed, step, self.per_step, ctx.train.grad_accum,
                                               only=ctx.micro_range()):
-            prompts = [self.pool.prompt_ids[i] for i in idx]
-            on_policy = random.Random(derive_seed(ctx.seed, step, m, 3)).random() < o.lmbda
-            if on_policy:
-                ro = R.sample(ctx.model, ctx.tokenizer, prompts, self.params, derive_seed(ctx.seed, step, m, 4),
-                              ctx.device, ctx.precision, o.backend)
-                gen_s += ro.seconds
+            if m in rolled:
+                ro = rolled[m]
                 b = ro.as_batch(pad)
                 metrics = R.rollout_metrics(ro)
             else:
                 comps = self._reference_completions(ctx, idx)
-                b = R.sequence_batch(prompts, comps, pad)
+                b = R.sequence_batch([self.pool.prompt_ids[i] for i in idx], comps, pad)
                 metrics = {"response_length": b["n_completion"] / len(comps), "truncated": 0.0}
             b["n_loss_tokens"] = b["n_completion"]
-            b["metrics"] = {**metrics, "on_policy": float(on_policy)}
+            b["metrics"] = {**metrics, "on_policy": float(m in rolled)}
             out.append(b)
         for b in out:
             b["metrics"]["gen_s"] = gen_s

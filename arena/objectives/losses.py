@@ -56,8 +56,23 @@ def label_logits(model: torch.nn.Module, input_ids: torch.Tensor, labels: torch.
     if decoder is None or head is None or getattr(cfg, "final_logit_softcapping", None):
         logits = model(input_ids=input_ids, use_cache=False, **forward_kwargs).logits
         return logits[:, :-1][mask], shift_labels[mask]
+    hidden, targets = label_hidden(model, input_ids, labels, ignore_index, **forward_kwargs)
+    return head(hidden), targets
+
+
+def label_hidden(model: torch.nn.Module, input_ids: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE,
+                 **forward_kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    """The last hidden states (after the final norm) at the positions that predict a label, and
+    those labels: ([n, d], [n]) — what `label_logits` projects with the output head (a teacher
+    service ships these instead of logits: d floats a token instead of V)."""
+    base = unwrap_peft(model)
+    decoder = base.get_decoder() if hasattr(base, "get_decoder") else None
+    if decoder is None:
+        raise ValueError(f"{type(base).__name__} exposes no decoder (get_decoder): its hidden states cannot be shipped")
+    shift_labels = labels[:, 1:]
+    mask = shift_labels != ignore_index
     hidden = decoder(input_ids=input_ids, use_cache=False, **forward_kwargs).last_hidden_state
-    return head(hidden[:, :-1][mask]), shift_labels[mask]
+    return hidden[:, :-1][mask], shift_labels[mask]
 
 
 def token_ce_sum(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

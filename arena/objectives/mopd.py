@@ -36,7 +36,7 @@ from arena.objectives.base import LossOutput, Objective, TrainContext
 from arena.objectives.rl_losses import group_advantages, token_logprobs
 from arena.objectives.sd_losses import masked_is_weights, sampled_token_distill_loss
 from arena.objectives.opd import monitor_reward, reward_metrics
-from arena.objectives.teacher import check_teacher_tokenizer, load_teacher, model_label
+from arena.objectives.teacher import check_teacher_tokenizer, model_label, open_teacher, teacher_scores
 from arena.rewards import check_reward_name, resolve_reward
 from arena import rollouts as R
 
@@ -111,9 +111,9 @@ class MOPD(Objective):
             check_teacher_tokenizer(o.teachers[d], ctx.tokenizer, student)
         if ctx.extras.get("teachers") is None:
             ctx.extras["teachers"] = {}
-            for d in used:
-                model, _, info = load_teacher(o.teachers[d], ctx.device)
-                ctx.extras["teachers"][d] = (model, info)
+            for d in used:  # a model, or a teacher service's handle (services.teacher)
+                teacher, _, info = open_teacher(ctx, o.teachers[d])
+                ctx.extras["teachers"][d] = (teacher, info)
         self.reward_fn = resolve_reward(o.reward, target_name)[1] if o.orm_coef > 0 else None
         self.monitor = monitor_reward(ctx)
         self.per_step = R.prompts_per_step(o.prompts_per_step, ctx.train)
@@ -161,8 +161,8 @@ class MOPD(Objective):
         for d in sorted(set(doms)):
             rows = [i for i, x in enumerate(doms) if x == d]
             sub = {"input_ids": batch["input_ids"][rows], "labels": batch["labels"][rows]}
-            logits, targets = R.completion_logits(ctx.extras["teachers"][d][0], sub, ctx.device, ctx.precision)
-            lp = token_logprobs(logits, targets, T)
+            scores = teacher_scores(ctx.extras["teachers"][d][0], sub, ctx.device, ctx.precision, T)
+            lp = scores.sampled_logp if scores.logits is None else token_logprobs(scores.logits, scores.targets, T)
             sel = torch.isin(row_of, torch.tensor(rows))
             out[sel] = lp.cpu()
         return out

@@ -31,7 +31,7 @@ from arena.objectives.base import LossOutput, Objective, TrainContext
 from arena.objectives.rl_losses import reverse_kl, teacher_topk, token_logprobs, topk_agreement, topk_reverse_kl
 from arena.objectives.sd_losses import sampled_token_distill_loss
 from arena.schema import added_field
-from arena.objectives.teacher import align_vocab, prepare_teacher, teacher_completion_logits
+from arena.objectives.teacher import align_vocab, prepare_teacher, teacher_completion_logits, teacher_scores
 from arena.rewards import resolve_reward
 from arena import rollouts as R
 from arena.generation.seeds import derive_seed
@@ -117,6 +117,8 @@ class OPD(Objective):
         gen_s = sum(ro.seconds for _, ro, _ in rolled)
         for idx, ro, b in rolled:
             b["n_loss_tokens"] = b["n_completion"]
+            if ro.meta.get("staleness"):  # behaviour log-probs for the stale batch's IS weights
+                b["old_logprobs"], b["staleness"] = ro.logprobs[ro.completion_mask], ro.meta["staleness"]
             b["metrics"] = {**R.rollout_metrics(ro), **reward_metrics(
                 self.monitor, ro.texts, [self.pool.examples[idx[g]] for g in ro.group.tolist()])}
             out.append(b)
@@ -128,11 +130,14 @@ class OPD(Objective):
     def loss(self, ctx: TrainContext, batch: dict) -> LossOutput:
         o = self.options
         s_logits, tok = R.completion_logits(ctx.model, batch, ctx.device, ctx.precision)
-        t_logits = teacher_completion_logits(ctx.extras["teacher"], batch, ctx.device, ctx.precision)
-        s_logits, t_logits = align_vocab(s_logits, t_logits)
+        scores = teacher_scores(ctx.extras["teacher"], batch, ctx.device, ctx.precision)
+        if scores.logits is None:  # a teacher service shipping top-k (services.teacher.transport: topk)
+            return self._topk_loss(ctx, batch, s_logits, tok, scores)
+        s_logits, t_logits = align_vocab(s_logits, scores.logits)
         full = reverse_kl(s_logits, t_logits)
         if o.estimator == "sampled-token":
-            per_tok = sampled_token_distill_loss(token_logprobs(s_logits, tok), token_logprobs(t_logits, tok))
+            per_tok = sampled_token_distill_loss(token_logprobs(s_logits, tok), token_logprobs(t_logits, tok),
+                                                 self.stale_weights(batch, s_logits, tok))
         elif o.top_k is None:
             per_tok = full
         else:
@@ -143,6 +148,40 @@ class OPD(Objective):
         if o.top_k is not None:
             metrics["reverse_kl_topk"] = float(per_tok.detach().mean())
         return LossOutput(per_tok.sum(), int(per_tok.numel()), metrics)
+
+    def _topk_loss(self, ctx, batch: dict, s_logits, tok, scores) -> LossOutput:
+        """The same loss from the transported top-k: the top-k + tail-bucket reverse KL (exact at
+        k = V), or the sampled-token estimator from the shipped log π_T(y_t)."""
+        o = self.options
+        idx = scores.topk_idx.long().to(s_logits.device)
+        topk = topk_reverse_kl(s_logits, scores.topk_logp.to(s_logits.device), idx, scores.tail_logp.to(s_logits.device))
+        if o.estimator == "sampled-token":
+            per_tok = sampled_token_distill_loss(token_logprobs(s_logits, tok), scores.sampled_logp.to(s_logits.device),
+                                                 self.stale_weights(batch, s_logits, tok))
+        else:
+            per_tok = topk
+        with torch.no_grad():  # overlap / mass diagnostics from the shipped top-k (diag_k <= k)
+            k = min(o.diag_k, idx.shape[-1])
+            s_top = s_logits.detach().topk(k, dim=-1).indices
+            shared = (s_top.unsqueeze(-1) == idx[:, :k].unsqueeze(-2)).any(-1)
+            t_prob = scores.topk_logp[:, :k].to(s_logits.device).exp()
+            on_shared = (idx[:, :k].unsqueeze(-1) == s_top.unsqueeze(-2)).any(-1)
+        metrics = {**batch.get("metrics", {}), "reverse_kl_topk": float(topk.detach().mean()),
+                   "overlap": float(shared.float().sum(-1).mean() / k), "teacher_mass": float(t_prob.sum(-1).mean()),
+                   "shared_mass": float((t_prob * on_shared).sum(-1).mean())}
+        return LossOutput(per_tok.sum(), int(per_tok.numel()), metrics)
+
+    @staticmethod
+    def stale_weights(batch: dict, s_logits, tok):
+        """Truncated importance weights min(π_θ(y_t)/μ(y_t), 2) for rollouts a worker sampled with
+        weights `staleness` > 0 steps old (μ: the recorded behaviour log-probs), as the sampled-token
+        estimator is a policy gradient; None (no weighting) for on-policy batches, so a synchronous
+        run is unchanged. The cap is SDPO's is_clip."""
+        if not batch.get("staleness") or "old_logprobs" not in batch:
+            return None
+        with torch.no_grad():
+            ratio = (token_logprobs(s_logits, tok) - batch["old_logprobs"].to(s_logits.device)).exp()
+        return ratio.clamp_max(2.0)
 
 
 @torch.no_grad()

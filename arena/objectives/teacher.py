@@ -17,6 +17,7 @@ import torch
 
 from arena.errors import ArenaError
 from arena.models.loader import load_model, load_tokenizer, unwrap_peft
+from arena.objectives.losses import IGNORE
 from arena.rollouts import completion_logits
 from arena.runs import has_config, is_run_folder, load_run_model, read_run_config, weights_path
 
@@ -36,12 +37,24 @@ def model_label(tokenizer, model=None, fallback: str = "the student") -> str:
     return name or fallback
 
 
+def open_teacher(ctx, ref: str) -> tuple[object, object, dict]:
+    """(teacher, its tokenizer or None, provenance) for `ref`, its tokenizer checked against the student's before any
+    weights load: the model itself, or — with services.teacher.mode process/ray — a handle on a
+    teacher service (arena/services/teacher_service.py) that `teacher_scores` reads."""
+    start_service = ctx.extras.get("start_teacher")  # installed by the experiment for services.teacher
+    if start_service is None:
+        return load_teacher(ref, ctx.device, ctx.tokenizer, model_label(ctx.tokenizer, ctx.model))
+    check_teacher_tokenizer(ref, ctx.tokenizer, model_label(ctx.tokenizer, ctx.model))
+    remote = start_service(ref)
+    return remote, None, remote.info
+
+
 def prepare_teacher(ctx, ref: str) -> dict:
     """Load the teacher once into ctx.extras['teacher'] (reused when already there) and check its
     tokenizer against the student's; returns provenance for the run record."""
     if ctx.extras.get("teacher") is None:
-        model, tok, info = load_teacher(ref, ctx.device, ctx.tokenizer, model_label(ctx.tokenizer, ctx.model))
-        ctx.extras.update(teacher=model, teacher_tokenizer=tok, teacher_info=info)
+        teacher, tok, info = open_teacher(ctx, ref)
+        ctx.extras.update(teacher=teacher, teacher_tokenizer=tok, teacher_info=info)
     elif ctx.extras.get("teacher_tokenizer") is not None:
         check_same_tokenizer(ctx.extras["teacher_tokenizer"], ctx.tokenizer, ref, model_label(ctx.tokenizer, ctx.model))
     return dict(ctx.extras.get("teacher_info") or {"ref": ref, "kind": "preloaded"})
@@ -115,6 +128,32 @@ def align_vocab(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> t
 
 @torch.no_grad()
 def teacher_completion_logits(teacher, batch: dict, device, precision: str) -> torch.Tensor:
-    """The teacher's logits [n, V] at the batch's completion positions (order of `completion_logits`)."""
-    logits, _ = completion_logits(teacher, batch, device, precision)
-    return logits.float()
+    """The teacher's logits [n, V] at the batch's completion positions (order of `completion_logits`);
+    `teacher` is a model or a teacher service shipping logits or hidden states."""
+    scores = teacher_scores(teacher, batch, device, precision)
+    if scores.logits is None:
+        raise ValueError(f"the teacher ships the {scores.form!r} form; this loss needs its logits (transport logits or hidden)")
+    return scores.logits
+
+
+@torch.no_grad()
+def teacher_scores(teacher, batch: dict, device, precision: str, temperature: float = 1.0):
+    """The teacher's `TeacherScores` at the batch's completion positions: from an in-process model
+    its logits; from a teacher service what its transport ships, with hidden states projected here
+    by the teacher's head under the same autocast (the same operation as in-process: same bits)."""
+    from arena.services.transport import TeacherScores
+
+    if not hasattr(teacher, "score"):
+        logits, targets = completion_logits(teacher, batch, device, precision)
+        return TeacherScores("logits", logits=logits.float(), targets=targets)
+    scores = teacher.score(batch, temperature)
+    shifted = batch["labels"][:, 1:]
+    scores.targets = shifted[shifted != IGNORE].to(device)
+    if scores.form == "hidden":
+        from arena.training.device import autocast
+
+        with autocast(device, precision):
+            scores.logits = torch.nn.functional.linear(scores.hidden.to(device), teacher.head_weight()).float()
+    elif scores.logits is not None:
+        scores.logits = scores.logits.to(device)
+    return scores

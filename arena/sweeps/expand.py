@@ -138,6 +138,7 @@ def expand(cfg: SweepConfig) -> list[RunSpec]:
                 objective = _component_dict(objective)
                 obj_train = objective.pop("train", None) or {}
                 obj_label = objective.pop("label", None)
+                obj_services = objective.pop("services", None)
                 for mi, m in enumerate(cfg.methods):
                     if m.objectives is not None and obj_name not in m.objectives and obj_label not in m.objectives:
                         continue
@@ -148,7 +149,8 @@ def expand(cfg: SweepConfig) -> list[RunSpec]:
                             train["lr"] = lr
                         raw = {"model": model, "method": {"name": m.name, **m.options},
                                "target": _component_dict(target), "objective": objective,
-                               "train": train, "probe": cfg.probe, "data_dir": cfg.data_dir}
+                               "train": train, "probe": cfg.probe, "data_dir": cfg.data_dir,
+                               **({"services": obj_services} if obj_services else {})}
                         rc = _run_config(raw, f"methods[{mi}] ({m.label}) x target {component_name(target, 'targets')} "
                                               f"x objective {obj_name} x seed {seed}")
                         d = rc.to_dict()

@@ -32,7 +32,8 @@ A method entry's keys other than `name`, `label`, `lr`, `train` and `objectives`
 options. `lr` is a number or a mapping objective -> number; `train` overrides any train field for that
 method; `objectives` restricts it to some of the sweep's objectives (the paper ran PiSSA and VeRA with
 SFT only). An objective entry may carry `train` overrides too (RL wants other batch settings than SFT),
-and a `label` (two entries of one objective, e.g. OPD from two teachers, to be told apart): the label
+`services` (where its rollouts and teacher run: `{rollout: {mode: process, max_staleness: 1}}`, see
+arena/services/config.py), and a `label` (two entries of one objective, e.g. OPD from two teachers, to be told apart): the label
 stands for the objective in run ids, records (`sweep.objective_label`) and every report view.
 """
 
