@@ -333,11 +333,11 @@ def test_cli_mopd_domain_without_teacher_exits_2(capsys, tmp_path, teacher_dir):
 
 def test_cli_mopd_teacher_with_other_tokenizer_exits_2_before_any_weights(capsys, tmp_path, teacher_dir,
                                                                          other_tokenizer_teacher, monkeypatch):
-    import arena.objectives.mopd as M
+    import arena.objectives.teacher as T  # MOPD opens its teachers through T.open_teacher
 
     loaded = []
-    real = M.load_teacher
-    monkeypatch.setattr(M, "load_teacher", lambda *a, **k: loaded.append(a[0]) or real(*a, **k))
+    real = T.load_teacher
+    monkeypatch.setattr(T, "load_teacher", lambda *a, **k: loaded.append(a[0]) or real(*a, **k))
     msg = _bad(capsys, tmp_path, ["--objective", "mopd", "--set", "objective.domain_key=op",
                                   "--set", f"objective.teachers={{'+': {teacher_dir}, '-': {other_tokenizer_teacher}}}"])
     assert "different tokenizers" in msg and str(other_tokenizer_teacher) in msg
