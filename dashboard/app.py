@@ -104,9 +104,9 @@ def interpolation_tab(res: Results, keys: set) -> None:
     matched = matched_plasticity(curves)
     for i, g in enumerate(matched["groups"]):
         c = curves[(curves["target"] == g["target"]) & (curves["path"] == g["path"]) & (curves["model"] == g["model"])
-                   & (curves["objective"] == g["objective"])]
+                   & (curves["objective"] == g["objective"]) & (curves["kind"] == g["kind"])]
         st.plotly_chart(figures.interpolation_figure(c, g.get("level")), key=f"interp_{i}")
-        st.markdown(f"**Matched plasticity** ({g['model']} · {g['target']} · {g['objective']}, {g['path']} path): "
+        st.markdown(f"**Matched plasticity** ({g['model']} · {g['target']} · {g['objective']}, {g['path']} path, {g['kind']} scorer): "
                     f"forgetting read off each path at target gain **{g['level']:.4g}**.")
         if len(g["methods"]):
             st.dataframe(g["methods"], hide_index=True, key=f"matched_{i}")

@@ -34,7 +34,7 @@ def test_shapes_and_padding_removed(tiny):
     model, tok = tiny
     mods = default_modules(model)
     assert mods == [f"model.layers.1.{m}" for m in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "mlp.down_proj")]
-    ids = capture_token_ids(tok, PROMPTS, Caps())
+    ids = capture_token_ids(tok, PROMPTS, Caps(prompt_format="chat"))
     assert ids.skip == [0] * len(PROMPTS)
     cap = capture_activations(model, ids, mods, pad_id=tok.pad_token_id, precision="fp32")
     # the tokens kept are exactly the attention-mask ones of a padded batch of the same prompts
@@ -73,8 +73,8 @@ def test_shared_prefix_once_stores_the_common_prefix_once(tiny):
     model, tok = tiny
     mods = default_modules(model)[:1]
     prompts = ["What is 2 + 3?", "What is 14 - 7?", "What is 9 + 9?"]
-    keep = capture_token_ids(tok, prompts, Caps())
-    once = capture_token_ids(tok, prompts, Caps(shared_prefix="once"))
+    keep = capture_token_ids(tok, prompts, Caps(prompt_format="chat"))
+    once = capture_token_ids(tok, prompts, Caps(shared_prefix="once", prompt_format="chat"))
     p = keep.common_prefix
     assert p >= 5 and once.common_prefix == p  # "<|im_start|>user\nWhat is " is shared
     assert once.ids == keep.ids and once.skip == [0, p, p] and once.kept == [n - k for n, k in zip(keep.kept, [0, p, p])]
@@ -84,6 +84,18 @@ def test_shared_prefix_once_stores_the_common_prefix_once(tiny):
     # the rows kept are the same rows, minus the repeats of the prefix (which are identical to prompt 0's)
     torch.testing.assert_close(b.outputs[mods[0]][n0 : n0 + n1 - p], a.outputs[mods[0]][n0 + p : n0 + n1])
     torch.testing.assert_close(a.outputs[mods[0]][n0 : n0 + p], a.outputs[mods[0]][:p])
+
+
+def test_raw_prompts_are_the_default_and_carry_no_template_header(tiny):
+    """PEFT-Arena tokenizes raw prompts; in the chat template every prompt starts with the same
+    header, whose identical rows confounded CSD and the geometry."""
+    _, tok = tiny
+    raw = capture_token_ids(tok, PROMPTS, Caps())
+    assert raw.ids == [tok(p)["input_ids"] for p in PROMPTS]
+    chat = capture_token_ids(tok, PROMPTS, Caps(prompt_format="chat"))
+    assert chat.common_prefix > raw.common_prefix and sum(chat.kept) > sum(raw.kept)
+    with pytest.raises(ArenaError, match="diagnostics.prompt_format"):
+        Caps(prompt_format="template")
 
 
 def test_cache_hit_returns_identical_tensors(tiny, tmp_path):

@@ -66,6 +66,17 @@ def test_fill_small_se_uses_pooled_binomial_for_single_documents():
     assert [p["se"] for p in parts] == pytest.approx([0.5, 0.5, 0.5])
 
 
+def test_fill_small_se_replaces_the_zero_se_of_zero_variance_subtasks():
+    # 0/2 and 2/2 subtasks have sample SE 0; pooled p = (0·2 + 1·2 + 0.5·4)/8 = 0.5, so they get
+    # sqrt(0.25/2); a subtask with a real SE keeps it
+    parts = stats.fill_small_se([{"score": 0.0, "se": 0.0, "n": 2}, {"score": 1.0, "se": 0.0, "n": 2},
+                                 {"score": 0.5, "se": 0.29, "n": 4}])
+    assert [p["se"] for p in parts] == pytest.approx([math.sqrt(0.125), math.sqrt(0.125), 0.29])
+    # the same for paired differences: d = 0 on both documents of a subtask is no evidence of SE 0
+    d = stats.fill_small_se([{"score": 0.0, "se": 0.0, "n": 2}, {"score": 1.0, "se": 0.0, "n": 2}], difference=True)
+    assert d[0]["se"] == pytest.approx(math.sqrt(0.25 / 2))
+
+
 def test_axis_marks_missing_members():
     scores = {"ifeval": {"score": 0.2, "se": 0.03}, "nq_open": {"score": 0.1, "se": 0.04}}
     a = stats.axis(scores, ["ifeval", "bbh", "nq_open"])

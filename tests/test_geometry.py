@@ -87,7 +87,7 @@ def test_isotropic_scaling(c):
         assert f(x, c * x) == pytest.approx(1.0, abs=1e-12)
     # X1ᵀX0 = c·X0ᵀX0 is symmetric PSD → U = V → R = I; residual ‖cX0 − X0‖/‖X0‖ = |c − 1|.
     assert procrustes_residual(x, c * x) == pytest.approx(abs(c - 1), abs=1e-12)
-    # Uncentred, X1 − X0 = (c − 1)X0 as well.
+    # Centred but not rotated, X̄1 − X̄0 = (c − 1)X̄0 as well.
     assert procrustes_residual(x, c * x, raw=True) == pytest.approx(abs(c - 1), abs=1e-12)
     # Per-row scaling cancels in the row normalisation.
     assert gram_distortion(x, c * x) == pytest.approx(0.0, abs=1e-12)
@@ -103,9 +103,15 @@ def test_translation():
     for f in CKA_FUNCS:
         assert f(x, y) == pytest.approx(1.0, abs=1e-12)
     assert procrustes_residual(x, y) == pytest.approx(0.0, abs=1e-12)
-    # Raw: ‖1bᵀ‖_F = √n·‖b‖.
-    expected = math.sqrt(x.shape[0]) * np.linalg.norm(b) / np.linalg.norm(x)
-    assert procrustes_residual(x, y, raw=True) == pytest.approx(expected, rel=1e-12)
+    # Raw is centred too: a mean shift is no change (uncentred it was ‖1bᵀ‖_F/‖X0‖_F = √n·‖b‖/‖X0‖_F).
+    assert procrustes_residual(x, y, raw=True) == pytest.approx(0.0, abs=1e-12)
+    # ... and a rotation on top of the shift counts in raw, not in aligned: raw ≥ aligned always.
+    q = _rotation(x.shape[1])
+    z = x @ q + b
+    assert procrustes_residual(x, z) == pytest.approx(0.0, abs=1e-12)
+    assert procrustes_residual(x, z, raw=True) == pytest.approx(procrustes_residual(x, x @ q, raw=True), rel=1e-10)
+    w = _data(seed=3) + b
+    assert procrustes_residual(x, w) <= procrustes_residual(x, w, raw=True)
     assert gram_distortion(x, y) > 0.05  # no centring, so the cosines move
 
 

@@ -147,6 +147,23 @@ def test_matched_plasticity_level_and_one_seed_note(tmp_path):
     assert g2["level"] == 0.1 and g2["runs"]["reached"].all()
 
 
+def test_matched_plasticity_never_mixes_scorer_kinds():
+    """An NLL gain (nats) and an accuracy gain (a share) are not one axis: each kind is its own group."""
+    def curve(key, label, kind, gains, forg):
+        return [{"key": key, "run_id": key, "model": "m", "target": "t", "objective": "sft", "label": label,
+                 "method": label, "seed": 0, "path": "weights", "kind": kind, "alpha": a, "gain": g,
+                 "gain_se": 0.01, "forgetting": f, "forgetting_se": 0.01}
+                for a, g, f in zip((0.0, 0.5, 1.0), gains, forg)]
+    curves = pd.DataFrame(curve("r1", "lora", "nll", (0, 0.8, 1.6), (0, 0.1, 0.2))
+                          + curve("r2", "oft", "accuracy", (0, 0.05, 0.1), (0, 0.01, 0.02)))
+    groups = matched_plasticity(curves)["groups"]
+    assert sorted(g["kind"] for g in groups) == ["accuracy", "nll"]
+    by = {g["kind"]: g for g in groups}
+    # each level is its own kind's reach (mixed, both would be read at the accuracy curve's 0.1 nats)
+    assert by["nll"]["level"] == pytest.approx(1.6) and by["accuracy"]["level"] == pytest.approx(0.1)
+    assert list(by["nll"]["methods"]["label"]) == ["lora"] and list(by["accuracy"]["methods"]["label"]) == ["oft"]
+
+
 def test_metric_correlations_by_hand():
     df = pd.DataFrame({"state": "done", "diag:m": [1.0, 2.0, 3.0, 4.0], "forgetting": [1.0, 4.0, 9.0, 16.0],
                        "diag:flat": [1.0, 1.0, 1.0, 1.0]})

@@ -1,7 +1,11 @@
 """Per-token activations of chosen Linear modules on prompts (the base side is cached: capture_cache.py).
 
-What is captured (docs/design.md "Diagnostics"): forward passes on prompts only (chat template with
-the assistant header, `add_generation_prompt`), padding removed through the attention mask, at most
+What is captured (docs/design.md "Diagnostics"): forward passes on prompts only — by default the raw
+prompt text as the tokenizer encodes it (`prompt_format: raw`, as PEFT-Arena's released code
+computes its geometry), or with the chat template and the assistant header (`prompt_format: chat`;
+SmolLM2's template then prepends the same ~24-token system header to every prompt, 43% of the
+general rows at the quickstart's caps, which pulls CSD's general/target ratio toward 1 and makes
+the geometry weigh identical tokens) — padding removed through the attention mask, at most
 `max_prompts` prompts and `max_tokens` tokens per distribution, each prompt cut at `max_length`
 tokens (the last prompt is cut to fit the token cap: causal attention makes a truncated prompt's
 activations identical to the full prompt's first tokens). Forward in bf16 autocast by default,
@@ -27,6 +31,7 @@ from arena.training.device import autocast
 from arena.training.packing import chat_texts
 
 SHARED_PREFIX = ("keep", "once")
+PROMPT_FORMATS = ("raw", "chat")
 
 
 @dataclass
@@ -41,6 +46,7 @@ class Caps:
     max_tokens: int = 4096
     max_length: int = 1024
     shared_prefix: str = "keep"
+    prompt_format: str = "raw"  # raw: the prompt's own tokens; chat: the chat template around it
 
     def __post_init__(self):
         for name in ("max_prompts", "max_tokens", "max_length"):
@@ -49,10 +55,12 @@ class Caps:
                 raise ConfigError(f"diagnostics.{name}", v, "must be a positive integer")
         if self.shared_prefix not in SHARED_PREFIX:
             raise ConfigError("diagnostics.shared_prefix", self.shared_prefix, f"allowed: {', '.join(SHARED_PREFIX)}")
+        if self.prompt_format not in PROMPT_FORMATS:
+            raise ConfigError("diagnostics.prompt_format", self.prompt_format, f"allowed: {', '.join(PROMPT_FORMATS)}")
 
     def to_dict(self) -> dict:
         return {"max_prompts": self.max_prompts, "max_tokens": self.max_tokens, "max_length": self.max_length,
-                "shared_prefix": self.shared_prefix}
+                "shared_prefix": self.shared_prefix, "prompt_format": self.prompt_format}
 
 
 @dataclass
@@ -108,11 +116,15 @@ def _common_prefix(seqs: list[list[int]]) -> int:
 
 
 def capture_token_ids(tokenizer, prompts: Sequence[str], caps: Caps) -> Encoded:
-    """Chat-formatted prompt token ids under the caps: at most max_prompts prompts of at most
+    """Prompt token ids (raw, or chat-formatted) under the caps: at most max_prompts prompts of at most
     max_length tokens, and at most max_tokens stored tokens (the last prompt is cut to fit)."""
     full = []
     for p in list(prompts)[: caps.max_prompts]:
-        ids = tokenizer(chat_texts(tokenizer, p)[0], add_special_tokens=False)["input_ids"][: caps.max_length]
+        if caps.prompt_format == "chat":
+            ids = tokenizer(chat_texts(tokenizer, p)[0], add_special_tokens=False)["input_ids"]
+        else:  # the tokenizer's own special tokens (a BOS where the model has one), no template
+            ids = tokenizer(p)["input_ids"]
+        ids = ids[: caps.max_length]
         if ids:
             full.append(ids)
     prefix = _common_prefix(full)

@@ -2,7 +2,8 @@
 
 `cached_capture` stores it as safetensors under `cache_root()/activations/`, keyed by the model
 identity (name + source sha), the exact token ids (which covers prompt set, tokenizer, chat template
-and caps), the module list, precision and torch version. The full key is kept in the file's
+and caps), the module list, precision, device type (bf16 kernels differ between CPU and CUDA) and
+torch version. The full key is kept in the file's
 metadata and checked on load.
 """
 
@@ -33,10 +34,11 @@ from arena.models.catalog import cache_root
 CAPTURE_VERSION = 1
 
 
-def capture_key(model_key: dict, enc: Encoded, modules: Sequence[str], caps: Caps, precision: str) -> dict:
+def capture_key(model_key: dict, enc: Encoded, modules: Sequence[str], caps: Caps, precision: str,
+                device_type: str = "cpu") -> dict:
     return {"version": CAPTURE_VERSION, "model": model_key, "tokens_sha256": sha256_json([enc.ids, enc.skip]),
             "n_prompts": len(enc.ids), "n_tokens": sum(enc.kept), "modules": list(modules), "caps": caps.to_dict(),
-            "precision": precision, "torch": torch.__version__}
+            "precision": precision, "device": device_type, "torch": torch.__version__}
 
 
 def cache_path(key: dict, cache_dir: Path | None = None) -> Path:
@@ -94,7 +96,8 @@ def cached_capture(model, tokenizer, prompts: Sequence[str], modules: Sequence[s
     t0 = time.perf_counter()
     caps = caps or Caps()
     enc = capture_token_ids(tokenizer, prompts, caps)
-    key = capture_key(model_key, enc, modules, caps, precision)
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    key = capture_key(model_key, enc, modules, caps, precision, dev.type)
     path = cache_path(key, cache_dir)
     if use_cache and path.is_file():
         cap = load_capture(path, key)

@@ -35,7 +35,7 @@ from arena.analysis.module_metrics import (
     summarize_modules,
 )
 from arena.analysis.module_select import resolve_modules
-from arena.analysis.prompts import general_prompts, target_prompts
+from arena.analysis.prompts import general_prompts, proxy_overlap, target_prompts
 from arena.analysis.settings import DiagnosticsSettings
 from arena.components import build_components
 from arena.config import resolve_data_dir
@@ -115,7 +115,7 @@ def analyze_run(run_dir, settings: DiagnosticsSettings, *, device: str = "cpu", 
     shared_prefix, precision, data_dir, use_cache = s.shared_prefix, s.precision, s.data_dir, s.use_cache
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
-    caps = Caps(max_prompts, max_tokens, max_length, shared_prefix)
+    caps = Caps(max_prompts, max_tokens, max_length, shared_prefix, s.prompt_format)
     cfg = read_run_config(run_dir)
     dev = pick_device(device)
     base, tok, _ = load_model(cfg.model.name, cfg.model.revision, cfg.model.trust_remote_code)
@@ -134,6 +134,10 @@ def analyze_run(run_dir, settings: DiagnosticsSettings, *, device: str = "cpu", 
                        "load_tuned_s": round(t_tuned - t_prompts, 3), **diag["timings"],
                        "total_s": round(time.perf_counter() - t0, 3)}
     diag["method"] = cfg.method.name
+    # the general NLL proxy's prompts among the diagnostics' (0 by construction: arena/analysis/prompts.py)
+    diag["distributions"]["general"]["proxy_overlap"] = proxy_overlap(
+        prompt_sets["general"][: diag["distributions"]["general"]["prompts"]], data_dir or cfg.data_dir or resolve_data_dir(None),
+        cfg.probe.seed)
     if write:
         set_record_key(run_dir, "diagnostics", diag)
     return diag

@@ -154,7 +154,7 @@ def minibatch_cka(X0, X1, batch_size: int = 1024, seed: int = 0) -> float:
 
 @dataclass(frozen=True)
 class ProcrustesResult:
-    """Aligned (centred, rotated) and raw relative residuals of X1 against X0."""
+    """Aligned (centred, rotated) and raw (centred, not rotated) relative residuals of X1 against X0."""
 
     aligned: float
     raw: float
@@ -170,6 +170,10 @@ def _procrustes_aligned(a: torch.Tensor, b: torch.Tensor, eps: float) -> float:
 
 
 def _raw_residual(a: torch.Tensor, b: torch.Tensor, eps: float) -> float:
+    # Centred like the aligned residual, so raw − aligned is what the rotation absorbs and
+    # aligned ≤ raw always (R = I is a candidate); uncentred, a mean shift of the activations
+    # (which Procrustes, CKA and the paper's residual ignore) dominated it.
+    a, b = _centre(a), _centre(b)
     return float(torch.linalg.matrix_norm(b - a)) / (float(torch.linalg.matrix_norm(a)) + eps)
 
 
@@ -179,7 +183,8 @@ def procrustes_residual(X0, X1, raw: bool = False, eps: float = 1e-12) -> float:
     Centre both; R = U Vᵀ from the SVD U Σ Vᵀ = X1ᵀ X0 (the orthogonal R minimising ‖X1 R − X0‖_F);
         d_proc = ‖X1 R − X0‖_F / (‖X0‖_F + eps).
     Invariant to rotation and translation of X1 but not to scale: X1 = c·X0 (c > 0) gives |c − 1|.
-    With raw=True: ‖X1 − X0‖_F / (‖X0‖_F + eps) on the uncentred inputs, without alignment.
+    With raw=True: ‖X̄1 − X̄0‖_F / (‖X̄0‖_F + eps) on the centred inputs X̄, without the rotation
+    (R = I), so raw ≥ aligned and the gap is the part of the change a rotation explains.
     """
     a, b = _pair(X0, X1, same_features=True)
     return _raw_residual(a, b, eps) if raw else _procrustes_aligned(a, b, eps)

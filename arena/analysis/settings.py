@@ -28,6 +28,9 @@ class DiagnosticsSettings:
     max_tokens: int = 4096  # tokens per distribution
     max_length: int = 1024  # tokens per prompt
     shared_prefix: Literal["keep", "once"] = "keep"  # the prompts' common token prefix: every prompt, or once
+    # raw: the prompt text's own tokens (PEFT-Arena's); chat: inside the chat template, whose system
+    # header is the same ~24 tokens in every prompt (arena/analysis/capture.py)
+    prompt_format: Literal["raw", "chat"] = "raw"
     precision: Literal["bf16-autocast", "fp32"] = "bf16-autocast"  # capture forwards (metrics are float64)
     data_dir: Optional[str] = None  # general prompts' data folder (None: the run's)
     use_cache: bool = True  # read/write the base activations in the capture cache

@@ -19,6 +19,8 @@ def add_parser(sub) -> None:
     p.add_argument("--max-prompts", type=int, default=300, help="prompts per distribution (default 300)")
     p.add_argument("--max-tokens", type=int, default=4096, help="tokens per distribution (default 4096)")
     p.add_argument("--max-length", type=int, default=1024, help="tokens per prompt (default 1024)")
+    p.add_argument("--prompt-format", default="raw", choices=["raw", "chat"],
+                   help="raw: the prompts' own tokens (default, as PEFT-Arena); chat: inside the chat template")
     p.add_argument("--shared-prefix", default="keep", choices=["keep", "once"],
                    help="tokens every prompt starts with (the chat template's system header): store them for every "
                         "prompt (keep, default) or for the first only (once)")
@@ -43,7 +45,7 @@ def run(args) -> int:
         torch.set_num_threads(args.threads)
     settings = from_flags(DiagnosticsSettings, "diagnostics", modules=args.modules, max_prompts=args.max_prompts,
                           max_tokens=args.max_tokens,
-                          max_length=args.max_length, shared_prefix=args.shared_prefix, precision=args.precision,
+                          max_length=args.max_length, shared_prefix=args.shared_prefix, prompt_format=args.prompt_format, precision=args.precision,
                           data_dir=args.data_dir, use_cache=not args.no_cache)
     # As for the settings: a field error raised once the run is known is reworded as the flag.
     diag = from_flags(lambda **kw: analyze_run(args.run, settings, **kw), "diagnostics", device=args.device,

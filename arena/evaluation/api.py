@@ -240,7 +240,7 @@ def _base_scores(model_name, suites, target, limit, data_dir, seed, device, task
     if ps is not None:
         base = {"model": fp, "precision": precision, "device": dev.type, "proxy": dataclasses.asdict(ps),
                 "proxy_version": px.PROXY_VERSION}
-        proxy_fields["general_nll"] = {**base, "reference": px.reference_key(data_dir, ps, precision, fp)}
+        proxy_fields["general_nll"] = {**base, "reference": px.reference_key(data_dir, ps, precision, fp, device_type=dev.type)}
         if tgt is not None:
             proxy_fields["target_nll"] = {**base, "target": tgt.name, "target_options": to_dict(tgt.options),
                                           "data": _target_files(tgt)}
@@ -270,7 +270,7 @@ def _base_scores(model_name, suites, target, limit, data_dir, seed, device, task
     if ps is not None:
         # The reference texts are cached on their own, so a cache hit on the NLL values still hands
         # back the texts a tuned model must be scored on.
-        reference = px.cached_reference(px.reference_key(data_dir, ps, precision, fp))
+        reference = px.cached_reference(px.reference_key(data_dir, ps, precision, fp, device_type=dev.type))
         if reference is None:
             reference = px.reference_responses(loaded(), tok, data_dir, ps, dev, precision, fp, log)
         if proxy_results.get("general_nll") is None:

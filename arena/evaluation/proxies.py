@@ -40,18 +40,26 @@ class ProxySettings:
     batch_size: int = 16
 
 
-def general_prompts(data_dir: str | None, s: ProxySettings) -> list[tuple[str, str]]:
-    """[(source, prompt)]: seeded IFEval prompts then NQ-open questions."""
-    out: list[tuple[str, str]] = []
-    if s.n_ifeval:
-        path = data_file(data_dir, IFEVAL, needed_by="the general NLL proxy")
-        recs = [r["prompt"] for _, r in iter_jsonl(path, ("prompt",))]
-        out += [("ifeval", p) for p in stable_shuffle(recs, f"proxy/ifeval/{s.seed}")[: s.n_ifeval]]
-    if s.n_nq:
-        path = data_file(data_dir, NQ, needed_by="the general NLL proxy")
-        recs = [r["question"].strip() for _, r in iter_jsonl(path, ("question",))]
-        out += [("nq_open", q[:1].upper() + q[1:] + "?") for q in stable_shuffle(recs, f"proxy/nq/{s.seed}")[: s.n_nq]]
+def general_orders(data_dir: str | None, seed: int, needed_by: str = "the general NLL proxy",
+                   sources: tuple[str, ...] = ("ifeval", "nq_open")) -> dict[str, list[str]]:
+    """Every IFEval prompt and NQ-open question, each source in its seeded order. The proxy takes
+    the head of each order; the diagnostics take the tail (arena/analysis/prompts.py), so the two
+    prompt sets are disjoint while their sizes fit in the pool (541 IFEval prompts, 3,610 questions)."""
+    out = {}
+    if "ifeval" in sources:
+        ife = [r["prompt"] for _, r in iter_jsonl(data_file(data_dir, IFEVAL, needed_by=needed_by), ("prompt",))]
+        out["ifeval"] = stable_shuffle(ife, f"proxy/ifeval/{seed}")
+    if "nq_open" in sources:
+        nq = [r["question"].strip() for _, r in iter_jsonl(data_file(data_dir, NQ, needed_by=needed_by), ("question",))]
+        out["nq_open"] = [q[:1].upper() + q[1:] + "?" for q in stable_shuffle(nq, f"proxy/nq/{seed}")]
     return out
+
+
+def general_prompts(data_dir: str | None, s: ProxySettings) -> list[tuple[str, str]]:
+    """[(source, prompt)]: the heads of the seeded IFEval and NQ-open orders (`general_orders`)."""
+    orders = general_orders(data_dir, s.seed, sources=tuple(src for src, n in (("ifeval", s.n_ifeval), ("nq_open", s.n_nq)) if n))
+    return ([("ifeval", p) for p in orders.get("ifeval", [])[: s.n_ifeval]]
+            + [("nq_open", q) for q in orders.get("nq_open", [])[: s.n_nq]])
 
 
 def _ref_path(key: dict) -> Path:
@@ -59,10 +67,21 @@ def _ref_path(key: dict) -> Path:
     return cache_root() / "eval" / "reference" / f"{h}.json"
 
 
-def reference_key(data_dir: str | None, s: ProxySettings, precision: str, model_id: dict | None, engine: str = "auto") -> dict:
+def reference_key(data_dir: str | None, s: ProxySettings, precision: str, model_id: dict | None, engine: str = "auto",
+                  device_type: str = "cpu") -> dict:
+    """What the base model's greedy reference responses depend on. The device type is part of it:
+    bf16 kernels differ between CPU and CUDA, so greedy decoding can part ways."""
     files = {rel: sha256_file(Path(data_dir) / rel) for rel in (IFEVAL, NQ)} if data_dir else {}
     return {"version": PROXY_VERSION, "model": model_id, "files": files, "precision": precision, "engine": engine,
+            "device": device_type,
             "settings": {k: v for k, v in asdict(s).items() if k in ("n_ifeval", "n_nq", "max_new_tokens", "seed")}}
+
+
+def device_kind(device, model=None) -> str:
+    """'cpu' / 'cuda' / ... of `device` (a torch.device or a string), else of the model's weights."""
+    if device is None and model is not None:
+        device = next(model.parameters()).device
+    return str(getattr(device, "type", device) or "cpu").split(":")[0]
 
 
 def cached_reference(key: dict) -> dict | None:
@@ -86,7 +105,7 @@ def reference_responses(model, tokenizer, data_dir: str | None, s: ProxySettings
     # model_io imports torch; users of ProxySettings and general_prompts need not
     from arena.evaluation.model_io import greedy_generate
 
-    key = reference_key(data_dir, s, precision, model_id, engine)
+    key = reference_key(data_dir, s, precision, model_id, engine, device_kind(device, model))
     if model_id:
         hit = cached_reference(key)
         if hit is not None:

@@ -87,8 +87,11 @@ def fmt(x: float | None, digits: int = 3) -> str:
 
 
 def fill_small_se(parts: list[dict], difference: bool = False) -> list[dict]:
-    """Subtask estimates with a usable SE: a subtask with n < 2 has no sample variance, so it gets
-    the SE of one draw from the pooled per-document distribution, sqrt(v̄/n_t):
+    """Subtask estimates with a usable SE: a subtask with n < 2 has no sample variance, and one whose
+    n_t documents all scored the same has a sample variance of 0 that says nothing at small n (at
+    limit 54, 2 documents a subtask, most BBH subtasks are 0/2 or 2/2, and their SE 0 made the BBH SE
+    far too small). Both get the SE of n_t draws from the pooled per-document distribution,
+    sqrt(v̄/n_t):
 
         accuracies (0/1):            v̄ = p̄(1 − p̄),          p̄ = Σ n_t·p_t / Σ n_t
         paired differences (−1..1):  v̄ = max(0, m̄₂ − d̄²),   d̄ = Σ n_t·d_t / Σ n_t,  m̄₂ = Σ n_t·d_t² / Σ n_t
@@ -107,7 +110,7 @@ def fill_small_se(parts: list[dict], difference: bool = False) -> list[dict]:
     out = []
     for p in parts:
         se = p["se"]
-        if p["n"] < 2 or se is None or math.isnan(se):
+        if p["n"] < 2 or se is None or math.isnan(se) or se == 0:
             se = math.sqrt(var / p["n"]) if p["n"] and not math.isnan(var) else NAN
         out.append({**p, "se": se})
     return out

@@ -95,7 +95,7 @@ def make_step_probe(cfg_like, tokenizer, target, device, precision: str, *, base
 
     general_ex: list[Example] = []
     if data_dir and sp.general_prompts > 0:
-        ref = px.cached_reference(px.reference_key(data_dir, ps, p_prec, fp))
+        ref = px.cached_reference(px.reference_key(data_dir, ps, p_prec, fp, device_type=px.device_kind(device)))
         if ref is None:
             with PreservedState(base()):
                 ref = px.reference_responses(base(), tokenizer, data_dir, ps, device, p_prec, fp, log)

@@ -76,6 +76,12 @@ class Method:
     def on_step(self, model: torch.nn.Module, step: int) -> None:
         """Called after each optimizer step (AdaLoRA reallocates rank here)."""
 
+    def regularizer(self, model: torch.nn.Module) -> torch.Tensor | None:
+        """A penalty on the trainable weights added once per optimizer step to the objective's loss
+        (AdaLoRA's orthogonality term), or None. The loop backpropagates it after the step's
+        micro-batches and logs it as `regularizer`."""
+        return None
+
     def merge(self, model: torch.nn.Module) -> torch.nn.Module:
         """Return a plain transformers model with the update folded into its weights."""
         raise NotImplementedError

@@ -52,7 +52,7 @@ def boft_weight_at(layer, adapter: str, w0: torch.Tensor) -> WeightAt:
 @METHODS.register("boft")
 class BOFT(PeftMethod):
     name = "boft"
-    interpolation_path = "generator"  # R(α) = Cayley(α·Q): stays orthogonal for every α
+    interpolation_path = "generator"  # R(α) = Cayley(α·Q): orthogonal for every α (exact inverse, not a Neumann series)
     description = "BOFT: butterfly-factorised orthogonal fine-tuning"
     default_lr = 2e-4
     additive = False

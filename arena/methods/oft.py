@@ -5,8 +5,12 @@ PEFT-Arena's explanation for OFT's low forgetting. The block size must divide th
 of every adapted layer.
 
 Interpolation ("generator" path): the skew-symmetric generator Q (OFT's trainable parameters) is
-scaled by α before the Cayley transform, W(α) = W0 · R(αQ)ᵀ, so every intermediate weight is an
-exact rotation of W0 (PEFT-Arena reports it keeps more general ability at the same target level).
+scaled by α before the Cayley transform, W(α) = W0 · R(αQ)ᵀ (PEFT-Arena reports this path keeps
+more general ability at the same target level). R(αQ) is orthogonal only as far as the Cayley
+transform is computed exactly: peft's default (`cayley_neumann: true`) replaces (I − Q)⁻¹ by a
+truncated Neumann series I + Q + Q² + …, so R deviates from orthogonality by O(‖αQ‖ᵏ) (small for
+the small generators training produces, not zero); `cayley_neumann: false` uses the exact inverse,
+and then every intermediate weight is a rotation of W0 to round-off.
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ def oft_weight_at(layer, adapter: str, w0: torch.Tensor) -> WeightAt:
 @METHODS.register("oft")
 class OFT(PeftMethod):
     name = "oft"
-    interpolation_path = "generator"  # R(α) = Cayley(α·Q): stays orthogonal for every α
+    interpolation_path = "generator"  # R(α) = Cayley(α·Q): orthogonal for every α (exactly with cayley_neumann: false)
     description = "OFT: block-diagonal orthogonal rotation of each adapted weight (Cayley parameterised)"
     default_lr = 2e-4
     additive = False

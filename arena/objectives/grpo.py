@@ -6,8 +6,13 @@ rewards within each prompt's group, and minimises the clipped surrogate
 
     ℓ_it = −min(ρ_it A_i, clip(ρ_it, 1−ε, 1+ε) A_i) + kl_coef · KL_k3(π_θ ‖ π_ref)_it
 
-aggregated per `loss_agg`. With one update per batch the policy is on-policy and ρ = 1 (up to
-dropout and autocast), but the general clipped form is kept. As in PEFT-Arena the default has no
+aggregated per `loss_agg`. With one update per batch the policy is on-policy: ρ is taken against
+log π_θ itself, detached (TRL's one-iteration GRPO), so ρ = 1 exactly and the gradient is
+−A·∇log π_θ. The sampler's recorded log-probs would differ from the loss forward's by dropout
+masks and the eval-mode engine's numerics, giving random ratios and spurious clipping; they are
+kept for `kl_behaviour` (the sampler/trainer mismatch). Rollouts a worker sampled with older weights
+(`services.rollout.max_staleness` > 0, docs/services.md) are off-policy: their ratio is against
+the recorded behaviour log-probs, and the clip bounds it. The general clipped form is kept. As in PEFT-Arena the default has no
 KL term; with `kl_coef > 0` the reference is the base model: the adapter-disabled model for PEFT
 methods whose disabled adapters give back the base function, otherwise a frozen copy taken in
 `prepare` (full fine-tuning, PiSSA — whose frozen weight is the SVD residual, not W0).
@@ -126,6 +131,7 @@ class GRPO(Objective):
             rewards = torch.tensor([self.reward_fn(t, answers[g]) for t, g in zip(ro.texts, ro.group.tolist())])
             adv = group_advantages(rewards, o.n_samples, scale=o.scale_rewards)
             b["old_logprobs"] = ro.logprobs[ro.completion_mask]
+            b["staleness"] = int(ro.meta.get("staleness", 0))
             b["advantages"] = adv
             # what objectives built on GRPO read (self-distillation: siblings, references)
             b["rewards"], b["texts"] = rewards, ro.texts
@@ -161,16 +167,24 @@ class GRPO(Objective):
         _, _, logp, cmask, rows = self.student_forward(ctx, batch)
         return self.policy_loss(ctx, batch, logp, cmask, batch["advantages"].to(ctx.device)[rows])
 
+    @staticmethod
+    def ratio_reference(ctx: TrainContext, batch: dict, logp: torch.Tensor) -> torch.Tensor:
+        """log π_old of the importance ratio: log π_θ detached for on-policy batches (ρ = 1, one
+        update per batch), the recorded behaviour log-probs for stale ones (see the module docstring)."""
+        if batch.get("staleness", 0) > 0:
+            return batch["old_logprobs"].to(ctx.device)
+        return logp.detach()
+
     def policy_loss(self, ctx: TrainContext, batch: dict, logp: torch.Tensor, cmask: torch.Tensor,
                     adv: torch.Tensor, metrics: dict | None = None) -> LossOutput:
         """GRPO's clipped surrogate (+ KL) with per-token advantages `adv` [n], aggregated per loss_agg."""
         o = self.options
-        old = batch["old_logprobs"].to(ctx.device)
-        per_tok, clipped = clipped_policy_loss(logp, old, adv, o.clip_eps)
+        per_tok, clipped = clipped_policy_loss(logp, self.ratio_reference(ctx, batch, logp), adv, o.clip_eps)
         metrics = {**batch.get("metrics", {}), **(metrics or {})}
         with torch.no_grad():
             metrics["clip_fraction"] = float(clipped.float().mean())
-            metrics["kl_behaviour"] = float(k3_kl(logp, old).mean())  # drift from the sampling policy
+            # the sampler vs this forward (dropout, engine numerics, and staleness when stale)
+            metrics["kl_behaviour"] = float(k3_kl(logp, batch["old_logprobs"].to(ctx.device)).mean())
         if o.kl_coef > 0:
             kl = k3_kl(logp, batch["ref_logprobs"].to(ctx.device))
             per_tok = per_tok + o.kl_coef * kl

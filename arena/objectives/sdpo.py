@@ -103,7 +103,7 @@ class SDPO(SelfDistilled):
         o = self.options
         sel, t_logits = self.teacher_logits(ctx, batch)
         logits, _, logp, cmask, tok_rows = self.student_forward(ctx, batch)
-        old = batch["old_logprobs"].to(ctx.device)
+        old = batch["old_logprobs"].to(ctx.device)  # the sampler: what is_clip's IS weights correct for
         metrics = dict(batch["metrics"])
         total = logp.sum() * 0.0  # keeps the graph when no token is distilled
         if sel.any():
@@ -112,7 +112,7 @@ class SDPO(SelfDistilled):
             metrics.update(diag, distill_loss=float(sd.detach().mean()))
         if o.distill_weight < 1:
             adv = batch["advantages"].to(ctx.device)[tok_rows]
-            pg, clipped = clipped_policy_loss(logp, old, adv, o.clip_eps)
+            pg, clipped = clipped_policy_loss(logp, self.ratio_reference(ctx, batch, logp), adv, o.clip_eps)
             total = total + (1 - o.distill_weight) * pg.sum() * batch["pg_scale"]
             metrics["clip_fraction"] = float(clipped.float().mean())
         return LossOutput(total, batch["n_loss_tokens"], metrics)

@@ -64,9 +64,9 @@ class SRPO(SelfDistilled):
         o = self.options
         sel, t_logits = self.teacher_logits(ctx, batch)
         logits, _, logp, cmask, tok_rows = self.student_forward(ctx, batch)
-        old = batch["old_logprobs"].to(ctx.device)
+        old = batch["old_logprobs"].to(ctx.device)  # the sampler: what is_clip's IS weights correct for
         adv = batch["advantages"].to(ctx.device)[tok_rows]
-        pg, clipped = clipped_policy_loss(logp, old, adv, o.clip_eps)
+        pg, clipped = clipped_policy_loss(logp, self.ratio_reference(ctx, batch, logp), adv, o.clip_eps)
         metrics = dict(batch["metrics"])
         metrics["clip_fraction"] = float(clipped[~sel].float().mean()) if (~sel).any() else 0.0
         metrics["routed_tokens"] = float(sel.float().mean())

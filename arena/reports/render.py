@@ -335,11 +335,12 @@ def to_html(data: ReportData) -> str:
             parts.append("<h2>Interpolation and matched plasticity</h2>")
             for g in data.matched.get("groups", []):
                 c = data.curves[(data.curves["path"] == g["path"]) & (data.curves["target"] == g["target"])
-                                & (data.curves["model"] == g["model"]) & (data.curves["objective"] == g["objective"])]
+                                & (data.curves["model"] == g["model"]) & (data.curves["objective"] == g["objective"])
+                                & (data.curves["kind"] == g["kind"])]
                 parts.append(fig_html(figures.interpolation_figure(c, g.get("level"))))
                 if len(g.get("methods", [])):
                     parts.append(f"<p>Forgetting at a common target gain of {g['level']:.4g} ({e(_group_title(g))}, "
-                                 f"{e(g['path'])} path):</p>" + _table_html(g["methods"]))
+                                 f"{e(g['path'])} path, {e(str(g['kind']))} scorer):</p>" + _table_html(g["methods"]))
                     if len(g.get("pairs", [])):
                         parts.append(_table_html(g["pairs"]))
                 parts.append(f"<p class='note'>{e(g.get('note', ''))}</p>")

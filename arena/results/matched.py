@@ -87,18 +87,21 @@ def value_at_gain(curve: pd.DataFrame, level: float) -> Optional[dict]:
 
 
 def matched_plasticity(curves: pd.DataFrame, level: Optional[float] = None, path: Optional[str] = None) -> dict:
-    """Per group (model, target, objective, path): each run's forgetting at the common gain level,
+    """Per group (model, target, objective, path, scorer kind): each run's forgetting at the common gain level,
     per-method summaries over seeds, and pairwise comparisons. Returns
-    {"groups": [{"model", "target", "objective", "path", "level", "runs": DataFrame, "methods": DataFrame,
+    {"groups": [{"model", "target", "objective", "path", "kind", "level", "runs": DataFrame, "methods": DataFrame,
                  "pairs": DataFrame, "note"}]}."""
     out = {"groups": []}
     if not len(curves):
         return out
     c = curves if path is None else curves[curves["path"] == path]
-    for (model, target, objective, pth), g in c.groupby(["model", "target", "objective", "path"], dropna=False):
+    # The scorer kind is part of the group: an NLL gain (nats) and an accuracy gain (a share)
+    # are different units, so one level G cannot be read off both kinds of curve.
+    for (model, target, objective, pth, kind), g in c.groupby(["model", "target", "objective", "path", "kind"],
+                                                              dropna=False):
         maxgain = g.groupby("key")["gain"].max()
         lvl = level if level is not None else float(maxgain.min())
-        grp = {"model": model, "target": target, "objective": objective, "path": pth, "level": lvl}
+        grp = {"model": model, "target": target, "objective": objective, "path": pth, "kind": kind, "level": lvl}
         if not lvl > 0 or math.isnan(lvl):
             grp["note"] = "no common positive target gain along the paths: nothing to match"
             grp["runs"] = grp["methods"] = grp["pairs"] = pd.DataFrame()

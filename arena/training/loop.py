@@ -165,6 +165,10 @@ def _train(ctx: TrainContext, objective: Objective, method, out_dir: Path | None
                 step_loss += float(out.loss_sum.detach())
                 for k, v in out.metrics.items():
                     metrics[k] = metrics.get(k, 0.0) + float(v) / len(batches)
+            reg = method.regularizer(model)  # once per step, after the step's micro-batches
+            if reg is not None:
+                reg.backward()
+                metrics["regularizer"] = float(reg.detach())
             if dist.enabled:  # the step's totals and metric means over every rank's micro-batches
                 step_loss, step_tokens, step_real = D.all_sum(dist, [step_loss, step_tokens, step_real])
                 step_tokens, step_real = int(step_tokens), int(step_real)

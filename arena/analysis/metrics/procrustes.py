@@ -26,6 +26,6 @@ register(ModuleMetric(
                              "‖X1 R − X0‖_F / ‖X0‖_F after centring and the best rotation R, {dist} prompts",
                              False, table=("general", "target"), table_rank=4),
            *per_distribution("procrustes_raw_{dist}", ("geometry", "{dist}", "procrustes_raw"), "raw {D}",
-                             "‖X1 − X0‖_F / ‖X0‖_F without alignment, {dist} prompts", False,
+                             "‖X̄1 − X̄0‖_F / ‖X̄0‖_F after centring, without the rotation, {dist} prompts", False,
                              table=("general",), table_rank=5)),
 ))
