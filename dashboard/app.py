@@ -26,8 +26,12 @@ from arena.results.ilp import (CAUSE_ORDER, cause_table, examples_table, group_n
 from arena.results.leaderboard import leaderboard
 from arena.results.load import Results, load_results, train_log
 from arena.results.matched import interpolation_curves, matched_plasticity
-from arena.results.scales import SCALES, has_scale, pick_scale
-from arena.results.tables import benchmark_table, metric_correlations, module_table
+from arena.results.correlations import metric_vs_forgetting
+from arena.results.lr_scan import lr_view
+from arena.results.scales import SCALES, has_scale, pick_scale, scale_notes
+from arena.results.tables import benchmark_table, module_table
+from arena.results.views import benchmark_view, diagnostics_view
+from arena.reports.verdict import verdict
 
 STATE_ORDER = ["done", "incomplete", "interrupted", "failed", "running"]
 
@@ -46,14 +50,16 @@ def sidebar_filters(df: pd.DataFrame) -> tuple[dict, str]:
         opts = options(df, col)
         sel[col] = st.sidebar.multiselect(name, opts, default=[], key=f"f_{col}", placeholder="all")
     scales = [s for s in SCALES if has_scale(df, s)] or list(SCALES)
-    default = pick_scale(df)
+    default = pick_scale(df[df["state"] == "done"] if "state" in df else df)
     scale = st.sidebar.radio("axes", scales, index=scales.index(default) if default in scales else 0, key="scale",
                              help="accuracy: lm-eval benchmark accuracies; proxy: continuous NLL proxies "
-                                  "(general ΔCE, held-out target NLL) — the axes that move on a 135M model")
+                                  "(general ΔCE, held-out target NLL). The default is chosen by signal-to-noise: "
+                                  "accuracy only when both of its axes clear 2 SE (arena/results/scales.py)")
+    st.sidebar.caption(f"default axes: {default} (signal-to-noise rule)")
     return sel, scale
 
 
-def leaderboard_tab(lb: pd.DataFrame, scale: str) -> None:
+def leaderboard_tab(lb: pd.DataFrame, scale: str, runs: pd.DataFrame | None = None) -> None:
     s = SCALES[scale]
     if not len(lb):
         st.info("No finished runs match the filters yet.")
@@ -76,6 +82,19 @@ def leaderboard_tab(lb: pd.DataFrame, scale: str) -> None:
                    "measured; differences smaller than about two SE are noise.")
     else:
         st.caption("± = standard error of the mean over seeds (seed and evaluation noise together).")
+    if "lr_factor" in lb and (lb["lr_factor"].fillna(1) != 1).any():
+        for i, g in enumerate(lr_view(lb, runs if runs is not None else pd.DataFrame(), scale)["groups"]):
+            st.markdown(f"**Best trade-off over lr** ({g['model']} · {g['target']} · {g['objective']}): forgetting "
+                        "per unit of target gain, measured where the gain exceeds 2 SE")
+            st.dataframe(g["best"], hide_index=True, key=f"lr_best_{i}")
+            with st.expander("every lr"):
+                st.dataframe(g["table"], hide_index=True, key=f"lr_table_{i}")
+                st.dataframe(g["orderings"], hide_index=True, key=f"lr_orderings_{i}")
+            for a in g["answer"]:
+                st.caption(a)
+    if runs is not None and len(runs):
+        with st.expander("per benchmark: base, tuned, paired Δ, SE, n"):
+            st.dataframe(benchmark_view(runs), hide_index=True, key="bench_view")
     c1, c2, c3, c4 = st.columns(4)
     for col, fmt, mime in ((c1, "csv", "text/csv"), (c2, "json", "application/json"), (c3, "md", "text/markdown"),
                            (c4, "tex", "text/x-tex")):
@@ -108,8 +127,11 @@ def interpolation_tab(res: Results, keys: set) -> None:
         st.plotly_chart(figures.interpolation_figure(c, g.get("level")), key=f"interp_{i}")
         st.markdown(f"**Matched plasticity** ({g['model']} · {g['target']} · {g['objective']}, {g['path']} path, {g['kind']} scorer): "
                     f"forgetting read off each path at target gain **{g['level']:.4g}**.")
-        if len(g["methods"]):
-            st.dataframe(g["methods"], hide_index=True, key=f"matched_{i}")
+        v = verdict(g)
+        if len(v["table"]):
+            st.dataframe(v["table"], hide_index=True, key=f"matched_{i}")
+        for sentence in v["sentences"][2:]:
+            st.markdown(sentence)
         if len(g.get("pairs", [])):
             st.dataframe(g["pairs"], hide_index=True, key=f"pairs_{i}")
         st.caption(g["note"])
@@ -121,8 +143,11 @@ def diagnostics_tab(done: pd.DataFrame, res: Results, scale: str) -> None:
         st.info("No diagnostics among the selected runs (sweep config: diagnostics.enabled).")
         return
     against = SCALES[scale]["y"]
-    corr = metric_correlations(done, against, diag_cols)
-    st.markdown(f"**Metric vs forgetting across runs** ({against}; n = runs with both)")
+    st.markdown("**Per method** (mean over seeds, 95% t interval with >= 2 seeds)")
+    st.dataframe(diagnostics_view(done), hide_index=True, key="diag_view")
+    corr = metric_vs_forgetting(done, against, diag_cols)
+    st.markdown(f"**Metric vs forgetting** ({against}) within each model · target · objective: n runs, Pearson and "
+                "Spearman with 95% bootstrap intervals, the PEFT-Arena paper's values beside them")
     st.dataframe(corr, hide_index=True, key="corr")
     if len(done) < 3:
         st.caption("Correlations need at least 3 runs.")
@@ -280,8 +305,9 @@ def status_tab(df: pd.DataFrame, res: Results) -> None:
 def main() -> None:
     st.set_page_config(page_title="arena results", layout="wide")
     root = results_dir()
-    st.title("arena — results")
     res = load_results(root)
+    names = sorted({str(n) for n in res.df["sweep"].dropna()}) if len(res.df) and "sweep" in res.df else []
+    st.title("arena — " + (", ".join(names) if names else "results"))
     st.caption(f"{root.resolve()} · {len(res.df)} run folder(s) · read-only")
     for w in res.warnings:
         st.warning(w)
@@ -292,13 +318,15 @@ def main() -> None:
     df = filter_runs(res.df, **sel)
     done = df[df["state"] == "done"]
     lb = leaderboard(done, scale) if len(done) else pd.DataFrame()
+    for note in scale_notes(done, scale) if len(done) else []:
+        (st.warning if "its verdicts are noise" in note else st.caption)(note)
     n_bad = int((df["state"] != "done").sum())
     if n_bad:
         st.warning(f"{n_bad} run(s) are not finished results (failed, interrupted or incomplete): see Status.")
     tabs = st.tabs(["Leaderboard", "Pareto", "Interpolation", "Diagnostics", "Incomplete learning", "Run detail",
                     "Status"])
     with tabs[0]:
-        leaderboard_tab(lb, scale)
+        leaderboard_tab(lb, scale, done)
     with tabs[1]:
         pareto_tab(lb, scale)
     with tabs[2]:

@@ -115,6 +115,33 @@ def test_filters_and_scale(results, run_app):
     assert not at.exception and "plasticity_nll" in at.dataframe[0].value.columns
 
 
+def noisy_accuracy_sweep(root: Path) -> Path:
+    """Five methods, one seed, whose general-accuracy forgetting is ~0.001 at an evaluation SE of 0.0087
+    while the target gains are 2-8 SE: the signal-to-noise rule must open the dashboard on the
+    proxies and say why (the old rule, accuracy unless at the floor, opened it on accuracy)."""
+    from dashboard.synthetic import PILOT, make_record, write_run
+
+    for lab, (method, p, f, tg, fg, params, secs) in PILOT.items():
+        write_run(root, make_record(lab, 0, sweep="noisy-study", noise=0.1,
+                                    profile=(method, p, f, tg, 0.001, params, secs)))
+    return root
+
+
+def test_default_scale_follows_signal_to_noise(tmp_path, run_app, results):
+    from arena.results.load import load_results
+    from arena.results.scales import pick_scale
+
+    at = run_app(noisy_accuracy_sweep(tmp_path))
+    assert not at.exception
+    assert at.sidebar.radio(key="scale").value == "proxy"
+    assert at.title[0].value == "arena — noisy-study"
+    warned = " ".join(w.value for w in at.warning)
+    assert "accuracy scale, forgetting axis: within noise" in " ".join(c.value for c in at.caption) + warned
+    assert "plasticity_nll" in at.dataframe[0].value.columns
+    clear = run_app(results)  # forgetting 0.03-0.09 at SE 0.009: accuracy carries signal
+    assert clear.sidebar.radio(key="scale").value == "accuracy" == pick_scale(load_results(results).done)
+
+
 def test_failed_run_detail_shows_error(results, run_app):
     at = run_app(results)
     sb = at.selectbox(key="detail_run")
@@ -172,6 +199,9 @@ def test_dashboard_in_headless_chromium(results, tmp_path):
             page.wait_for_selector('[data-testid="stDataFrame"]', state="visible", timeout=90_000)
             page.wait_for_selector(".js-plotly-plot", state="attached", timeout=60_000)
             assert page.query_selector('[data-testid="stException"]') is None
+            # the axes radio opens where the signal-to-noise rule says (arena/results/scales.py)
+            checked = page.eval_on_selector_all('[data-testid="stRadio"] input[type=radio]',
+                                                "els => els.filter(e => e.checked).map(e => e.closest('label').innerText.trim())")
             shot = tmp_path / "dashboard.png"
             page.screenshot(path=str(shot), full_page=True)
             page.get_by_role("tab", name="Incomplete learning").click()
@@ -184,6 +214,10 @@ def test_dashboard_in_headless_chromium(results, tmp_path):
             ilp_shot = tmp_path / "dashboard-ilp.png"
             page.screenshot(path=str(ilp_shot), full_page=True)
             browser.close()
+        from arena.results.load import load_results
+        from arena.results.scales import pick_scale
+
+        assert checked == [pick_scale(load_results(results).done)] == ["accuracy"], checked
         assert shot.stat().st_size > 20_000 and ilp_shot.stat().st_size > 20_000
         assert any(t.startswith("Unlearned fraction") for t in ilp_titles), ilp_titles
         assert any(t.startswith("Cause shares") for t in ilp_titles), ilp_titles

@@ -387,3 +387,30 @@ def test_task_file_errors_name_the_file_and_field(tmp_path):
     f.write_text("description: x\ninclude: nq_open/nq_open.yaml\nmetric: exact_match\ngenerate: false\nmetrik: acc\n")
     with pytest.raises(ConfigError, match=r"bad\.yaml\.metrik.*did you mean 'metric'"):
         load_task_file(f)
+
+
+@needs_data
+def test_per_benchmark_limits(tmp_path, monkeypatch):
+    """eval.limit as a mapping: each benchmark its own documents, `default` for the rest; BBH's share
+    is split over its subtasks; the prefix property holds (a larger subset contains the smaller)."""
+    monkeypatch.setenv("ARENA_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    p = plan(["nq_open", "ifeval", "bbh"], str(DATA), RunSettings(limit={"nq_open": 40, "default": 6}))
+    sizes = {k: len(v) for k, v in p["samples"].items()}
+    assert sizes["nq_open"] == 40 and sizes["ifeval"] == 6
+    assert {n for k, n in sizes.items() if k.startswith("bbh")} == {1}  # 6 over 27 subtasks: ceil -> 1 each
+    one = plan(["nq_open"], str(DATA), RunSettings(limit=40))["samples"]["nq_open"]
+    assert one == p["samples"]["nq_open"]  # an int and a mapping entry of the same size pick the same docs
+    with pytest.raises(ConfigError) as e:
+        RunSettings(limit={"nq_opn": 5})
+    assert e.value.field == "limit.nq_opn" and "nq_open" in e.value.allowed
+
+
+def test_limit_flag_per_benchmark():
+    from arena.commands.eval import _limits
+
+    assert _limits([]) is None and _limits(["50"]) == 50
+    assert _limits(["ifeval=64", "200"]) == {"ifeval": 64, "default": 200}
+    with pytest.raises(ConfigError) as e:
+        _limits(["ifeval=many"])
+    assert e.value.field == "--limit"

@@ -45,6 +45,9 @@ TINY_CASES = {
     "tiny-off": tiny(eval={"enabled": False}, diagnostics={"enabled": False}),
     # the ilp stage (SFT runs only): pins its fingerprint, and that enabling it changes no run id
     "tiny-ilp": tiny(ilp={"enabled": True, "samples": 16, "n": 3}),
+    # the lr_scan axis: pins the scan runs' ids, and that adding a scan changes no main run's id
+    "tiny-lr-scan": tiny(lr_scan={"factors": [0.5, 2], "seeds": [0], "methods": ["lora", "oft"]},
+                         interpolation={"enabled": True}),
 }
 SHIPPED = sorted(p.stem for p in (REPO / "configs").glob("*.yaml") if "methods" in yaml.safe_load(p.read_text()))
 

@@ -38,8 +38,9 @@ def add_parser(sub) -> None:
     p.add_argument("--tasks", help="comma list keeping a subset of benchmarks (e.g. ifeval,nq_open); "
                                    "names outside the suites are added (e.g. medmcqa)")
     p.add_argument("--target", help="target for --suite target with --model (default for --run: the run's target)")
-    p.add_argument("--limit", type=int, help="documents per benchmark: a seeded, label-stratified subset "
-                                             "(BBH: split over its 27 subtasks); default: all")
+    p.add_argument("--limit", action="append", default=[], metavar="[TASK=]N",
+                   help="documents per benchmark: a seeded, label-stratified subset (BBH: split over its 27 "
+                        "subtasks), for every benchmark (N) or one (ifeval=100); repeatable; default: all")
     p.add_argument("--seed", type=int, default=0, help="subset seed (default 0)")
     p.add_argument("--data-dir", help="benchmark data folder (default: ARENA_DATA_DIR or ../shared/data); "
                                       "without one, stock hub datasets are used when the hub is reachable")
@@ -87,13 +88,30 @@ def _gen_caps(items: list[str]) -> dict:
     return caps
 
 
+def _limits(items: list[str]):
+    """--limit N / --limit TASK=N (repeatable) -> None, N, or {TASK: N, "default": N}."""
+    out: dict = {}
+    for item in items:
+        name, _, value = item.rpartition("=")
+        try:
+            n = int(value)
+        except ValueError:
+            raise ConfigError("--limit", item, "expected N or TASK=N with N a positive integer") from None
+        if name:
+            get_task(name)
+        out[name or "default"] = n
+    if not out:
+        return None
+    return out["default"] if list(out) == ["default"] else out
+
+
 def settings_from_args(args):
     """The EvalSettings that the flags say (the same object a sweep's `eval:` section builds)."""
     if not args.no_proxies and (args.proxy_prompts <= 0 or args.proxy_tokens <= 0):
         raise ConfigError("--proxy-prompts/--proxy-tokens", (args.proxy_prompts, args.proxy_tokens),
                           "must be positive (use --no-proxies to skip the proxies)")
     half = args.proxy_prompts // 2
-    return from_flags(EvalSettings, "eval", suites=_csv(args.suite), tasks=_csv(args.tasks) or None, limit=args.limit, seed=args.seed,
+    return from_flags(EvalSettings, "eval", suites=_csv(args.suite), tasks=_csv(args.tasks) or None, limit=_limits(args.limit), seed=args.seed,
                         batch_size=args.batch_size, max_gen_toks=_gen_caps(args.max_gen_toks),
                         bbh_variant=args.bbh_variant, bbh_shots=args.bbh_shots, chat_template=args.chat_template,
                         precision=args.precision, engine=args.engine, proxies=not args.no_proxies,

@@ -25,7 +25,7 @@ from arena.evaluation.cache import BaseCache, model_fingerprint
 from arena.evaluation.preserve import PreservedState
 from arena.evaluation.proxies import ProxySettings
 from arena.evaluation.runner import run_tasks
-from arena.evaluation.settings import RunSettings
+from arena.evaluation.settings import RunSettings, limit_for
 from arena.evaluation.suites import resolve_tasks
 from arena.evaluation.tasks import TASKS_VERSION, get_task
 from arena.schema import build, to_dict
@@ -188,7 +188,7 @@ def task_key_fields(name: str, fp: dict, s: RunSettings, data_dir, tgt, chat: bo
     o = s.options
     f: dict = {"model": fp, "task": name, "task_version": td.version, "tasks_version": TASKS_VERSION,
                "lm_eval": md.version("lm_eval"), "data": data_fingerprint(name, data_dir),
-               "limit": s.limit, "seed": s.seed,
+               "limit": limit_for(s.limit, name), "seed": s.seed,
                "gen": {"max_gen_toks": td.gen_cap(o) if td.generate else None, "chat_template": chat,
                        "batch_size": s.batch_size, "precision": precision, "device": device_type,
                        **({"engine": s.engine} if td.generate and s.engine != "hf" else {})}}

@@ -23,7 +23,7 @@ from arena.evaluation.lm_eval_model import (
 )
 from arena.evaluation.preserve import PreservedState
 from arena.evaluation.scoring import task_result
-from arena.evaluation.settings import RunSettings
+from arena.evaluation.settings import RunSettings, limit_for
 from arena.evaluation.subsets import per_subtask_limit, select_indices
 from arena.evaluation.tasks import get_task
 
@@ -52,7 +52,7 @@ def plan(names: list[str], data_dir: str | None, settings: RunSettings, target=N
     for name, sts in subtasks.items():
         td = get_task(name)
         strata = td.stratify()
-        lim = per_subtask_limit(settings.limit, len(sts))
+        lim = per_subtask_limit(limit_for(settings.limit, name), len(sts))
         for st in sts:
             docs = loaded[st.name].eval_docs
             available[st.name] = len(docs)

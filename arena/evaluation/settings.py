@@ -4,7 +4,7 @@ is part of the base-cache key, `arena.evaluation.api.task_key_fields`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 from arena.errors import ConfigError, suggest
 from arena.evaluation.proxies import ProxySettings
@@ -39,11 +39,39 @@ class TaskOptions:
             raise ConfigError("generated_n", self.generated_n, "must be a positive integer")
 
 
+Limit = Union[int, dict, None]  # documents per benchmark: n, {task: n, default: n}, or None (all)
+
+
+def check_limit(limit, where: str) -> None:
+    """A limit is a positive integer, null, or a mapping benchmark -> positive integer (`default` for
+    the rest): cheap benchmarks can be scored on more documents than expensive ones."""
+    from arena.evaluation.tasks import TASKS
+
+    items = limit.items() if isinstance(limit, dict) else [(None, limit)]
+    for k, v in items:
+        field_ = where if k is None else f"{where}.{k}"
+        if k is not None and k != "default" and k not in TASKS:
+            known = ["default", *TASKS.names()]
+            raise ConfigError(field_, v, f"unknown benchmark {k!r}; known: {', '.join(known)}{suggest(str(k), known)}")
+        if v is None and k is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            raise ConfigError(field_, v, "must be a positive integer" + (" or null (all documents)" if k is None else
+                                                                         " (a benchmark's documents)"))
+
+
+def limit_for(limit: Limit, name: str) -> Optional[int]:
+    """The documents of benchmark `name` under `limit` (a mapping: its entry, else `default`, else all)."""
+    if isinstance(limit, dict):
+        return limit.get(name, limit.get("default"))
+    return limit
+
+
 @dataclass
 class RunSettings:
     """How tasks are run; every field that can change a score is part of the base-cache key."""
 
-    limit: int | None = None  # documents per benchmark (BBH: split evenly over its subtasks)
+    limit: Limit = None  # documents per benchmark (BBH: split evenly over its subtasks); a mapping per benchmark
     seed: int = 0  # subset seed
     batch_size: int = 16
     chat_template: bool | None = None  # None: on when the tokenizer has one (instruct models)
@@ -52,8 +80,7 @@ class RunSettings:
     engine: str = "auto"  # generation engine for generate_until (arena/generation/engine.py)
 
     def __post_init__(self):
-        if self.limit is not None and self.limit <= 0:
-            raise ConfigError("limit", self.limit, "must be a positive integer (or None for every document)")
+        check_limit(self.limit, "limit")
         if self.batch_size <= 0:
             raise ConfigError("batch_size", self.batch_size, "must be a positive integer")
         if self.precision not in ("auto", "fp32", "bf16-autocast", "bf16"):
@@ -73,7 +100,9 @@ class EvalSettings:
 
     suites: list[str] = field(default_factory=lambda: ["general", "target"])
     tasks: Optional[list[str]] = None  # keep a subset of the suites' benchmarks (names outside are added)
-    limit: Optional[int] = 50  # documents per benchmark, a seeded stratified subset (BBH: over its 27 subtasks)
+    # documents per benchmark, a seeded stratified subset (BBH: over its 27 subtasks); or a mapping
+    # {ifeval: 100, bbh: 54, default: 200}: cheap benchmarks can be scored on more documents
+    limit: Limit = 50
     seed: int = 0  # subset seed
     batch_size: int = 16
     max_gen_toks: dict = field(default_factory=dict)  # task -> generation cap (defaults: each task's file)
@@ -88,8 +117,7 @@ class EvalSettings:
     use_cache: bool = True  # read/write the base model's scores in the base cache
 
     def __post_init__(self):
-        if self.limit is not None and self.limit <= 0:
-            raise ConfigError("eval.limit", self.limit, "must be a positive integer or null (all documents)")
+        check_limit(self.limit, "eval.limit")
         if not self.suites:
             raise ConfigError("eval.suites", self.suites, "give at least one of: general, target")
         if self.batch_size <= 0:

@@ -28,7 +28,13 @@ from arena.results.load import Results, load_results
 from arena.results.matched import interpolation_curves, matched_plasticity
 from arena.results.objectives import display_tables, objectives_summary
 from arena.results.opd_studies import display_table as opd_table, opd_summary
-from arena.results.scales import SCALES, pick_scale
+from arena.results.correlations import metric_vs_forgetting
+from arena.results.lr_scan import lr_view
+from arena.results.scales import SCALES, pick_scale, scale_notes
+from arena.results.views import benchmark_view, diagnostics_view
+from arena.reports.sections import (benchmark_section, diagnostics_sections, lr_sections, report_title,
+                                    sections_html, sections_md, table_html, verdict_sections)
+from arena.reports.verdict import headline
 
 LB_COLUMNS = ["model", "target", "objective", "label", "seeds", "{x}", "{x}_err", "{y}", "{y}_err", "forgetting_per_gain",
               "pareto", "trainable_params", "train_s", "peak_memory_mb", "err_kind"]
@@ -49,6 +55,9 @@ class ReportData:
     opd: Optional[dict] = None  # arena.results.opd_studies.opd_summary: every OPD run with overlap and outcome
     notes: list = field(default_factory=list)
     created: str = ""
+    title: str = "Method-selection report"
+    sections: list = field(default_factory=list)  # verdict first (arena.reports.sections), shared by md and html
+    tail_sections: list = field(default_factory=list)  # after the leaderboard: benchmarks, lr scan, diagnostics
 
 
 def build(root, scale: str = "auto", paper: Optional[str] = None, budget: Optional[float] = None) -> ReportData:
@@ -63,11 +72,11 @@ def build(root, scale: str = "auto", paper: Optional[str] = None, budget: Option
     notes = []
     if scale == "proxy":
         notes.append("Axes: continuous proxies — plasticity = drop of held-out target NLL, forgetting = general ΔCE "
-                     "(rise of NLL on the base model's own responses to general prompts). Used because the target "
-                     "accuracies are at the floor or missing.")
+                     "(rise of NLL on the base model's own responses to general prompts).")
     else:
         notes.append("Axes: lm-eval accuracies — target gain = tuned − base target axis; forgetting = base − tuned "
                      "general axis (IFEval, BBH, NQ-open).")
+    notes += scale_notes(done, scale) if len(done) else []
     if len(lb) and (lb["seeds"] < 2).any():
         notes.append("Some methods have one seed: training-seed variance was not measured; error bars are the "
                      "evaluation's standard errors only, and differences within about two of them are noise.")
@@ -87,10 +96,17 @@ def build(root, scale: str = "auto", paper: Optional[str] = None, budget: Option
         if paper != PAPER:
             raise ArenaError(f"paper {paper!r}: unknown; known: {PAPER}")
         pdata = paper_table(lb, scale)
+    n_methods = int(lb["label"].nunique()) if len(lb) else 0
+    sections = verdict_sections(headline(matched), n_methods) if len(done) else []
+    tail = []
+    if len(done):
+        tail = (benchmark_section(benchmark_view(done)) + lr_sections(lr_view(lb, done, scale))
+                + diagnostics_sections(diagnostics_view(done), metric_vs_forgetting(done, SCALES[scale]["y"]),
+                                       SCALES[scale]["y"]))
     return ReportData(root=Path(root), results=res, scale=scale, leaderboard=lb,
                       recommendations=recommend(lb, scale, done, budget), curves=curves, matched=matched,
                       paper=pdata, ilp=ilp_summary(res), objectives=objectives_summary(res), opd=opd_summary(res), notes=notes,
-                      created=utc_now())
+                      created=utc_now(), title=report_title(res), sections=sections, tail_sections=tail)
 
 
 def _lb_columns(data: ReportData) -> list[str]:
@@ -106,19 +122,21 @@ def _group_title(g: dict) -> str:
 
 def to_markdown(data: ReportData) -> str:
     s = SCALES[data.scale]
-    out = [f"# Method-selection report — {data.root}", "", f"_generated {data.created} from "
+    out = [f"# {data.title}", "", f"_{data.root} · generated {data.created} from "
            f"{len(data.results.done)} finished run(s)_", ""]
     out += [f"- {n}" for n in data.notes] + [""]
     if not len(data.leaderboard):
         out.append("No finished runs: nothing to compare yet.")
         return "\n".join(out) + "\n"
-    out += ["## Recommendations", ""]
+    out += sections_md(data.sections)
+    out += ["## Recommendations (end points)", ""]
     for r in data.recommendations:
         out.append(f"### {r['scenario']} ({r['model']} · {r['target']} · {r['objective']})")
         out.append(f"**{r['pick'] or 'no pick'}** — {r['why']}")
         out.append("")
     out += ["## Leaderboard", "", f"x = {s['x_label']}; y = {s['y_label']}; ± = `err_kind`.", "",
             exports.to_markdown(data.leaderboard, _lb_columns(data)), ""]
+    out += sections_md(data.tail_sections)
     out += _matched_md(data)
     out += _objectives_md(data)
     out += _ilp_md(data)
@@ -288,14 +306,7 @@ th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}.note{color:
 .rec{border-left:4px solid #1f77b4;padding:0.3em 0.8em;margin:0.8em 0;background:#f8fbff}.noise{color:#a15c00}"""
 
 
-def _table_html(df: pd.DataFrame, columns: Optional[list] = None) -> str:
-    cols = [c for c in (columns or df.columns) if c in df]
-    if not len(df) or not cols:
-        return "<p><em>(no rows)</em></p>"
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(exports.format_cell(r[c]))}</td>" for c in cols) + "</tr>"
-                   for _, r in df.iterrows())
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+_table_html = table_html
 
 
 def to_html(data: ReportData) -> str:
@@ -312,17 +323,18 @@ def to_html(data: ReportData) -> str:
                            div_id=f"fig{figs}", config={"displaylogo": False})
 
     e = html.escape
-    parts.append(f"<h1>Method-selection report</h1><p class='note'>{e(str(data.root))} · generated {e(data.created)} "
+    parts.append(f"<h1>{e(data.title)}</h1><p class='note'>{e(str(data.root))} · generated {e(data.created)} "
                  f"· {len(data.results.done)} finished run(s)</p>")
     parts.append("<ul>" + "".join(f"<li class='note'>{e(n)}</li>" for n in data.notes) + "</ul>")
     if not len(data.leaderboard):
         parts.append("<p>No finished runs: nothing to compare yet.</p>")
     else:
-        parts.append("<h2>Pareto plot</h2>")
+        parts += sections_html(data.sections)
+        parts.append("<h2>Pareto plot (end points)</h2>")
         for (model, target, objective), g in data.leaderboard.groupby(["model", "target", "objective"], dropna=False):
             parts.append(fig_html(figures.pareto_figure(g.reset_index(drop=True), data.scale,
                                                       f"{model} · {target} · {objective}: target vs general")))
-        parts.append("<h2>Recommendations</h2>")
+        parts.append("<h2>Recommendations (end points)</h2>")
         for r in data.recommendations:
             noise = " <span class='noise'>(within noise of the runner-up)</span>" if r.get("within_noise") else ""
             parts.append(f"<div class='rec'><h3>{e(r['scenario'])} <small>({e(str(r['model']))} · {e(str(r['target']))} · "
@@ -331,6 +343,7 @@ def to_html(data: ReportData) -> str:
         s = SCALES[data.scale]
         parts.append(f"<h2>Leaderboard</h2><p class='note'>x = {e(s['x_label'])}; y = {e(s['y_label'])}</p>")
         parts.append(_table_html(data.leaderboard, _lb_columns(data)))
+        parts += sections_html(data.tail_sections)
         if len(data.curves):
             parts.append("<h2>Interpolation and matched plasticity</h2>")
             for g in data.matched.get("groups", []):
@@ -361,7 +374,7 @@ def to_html(data: ReportData) -> str:
             for g in data.paper["groups"]:
                 parts.append(f"<h3>{e(str(g['model']))} · {e(str(g['target']))}</h3>" + _table_html(g["table"]))
                 parts.append("<p>Rank correlation of method orderings:</p>" + _table_html(g["correlations"]))
-    return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>arena report</title>"
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{e(data.title)}</title>"
             f"<style>{CSS}</style></head><body>" + "\n".join(parts) + "</body></html>\n")
 
 

@@ -69,6 +69,8 @@ def flatten(rec: RunRecord, key: str) -> dict:
         # a sweep's objective label (two entries of one objective) stands for the objective everywhere
         "objective": sweep.get("objective_label") or objective, "objective_name": objective,
         "method": method, "label": sweep.get("label") or method,
+        # an lr_scan run (arena.sweeps.spec.LrScanSpec): lr = lr_of's lr x lr_factor; a main run is its own lr_of, x 1
+        "lr_of": sweep.get("lr_of") or sweep.get("label") or method, "lr_factor": to_float(sweep.get("lr_factor", 1.0)),
         "seed": get_path(cfg, "train", "seed"),
         "lr": to_float(get_path(rec.method, "lr", default=get_path(cfg, "train", "lr"))),
         "steps": to_float(tr.get("steps", get_path(cfg, "train", "steps"))), "tokens": to_float(tr.get("tokens")),

@@ -43,6 +43,9 @@ def leaderboard(df: pd.DataFrame, scale: Optional[str] = None) -> pd.DataFrame:
     rows = []
     for key, g in done.groupby(keys, dropna=False):
         row = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
+        for col in ("lr_of", "lr_factor"):  # one value per label (arena.sweeps.spec.LrScanSpec)
+            if col in g:
+                row[col] = g[col].iloc[0]
         row["seeds"] = int(g["seed"].nunique()) if "seed" in g else len(g)
         row["runs"] = len(g)
         for sc in SCALES.values():

@@ -24,7 +24,7 @@ from typing import Optional
 import pandas as pd
 
 from arena.results.load import Results
-from arena.results.stats import compare_two
+from arena.results.stats import compare_two, mean_ci
 
 CURVE_COLUMNS = ["key", "run_id", "model", "target", "objective", "label", "method", "seed", "path", "kind", "alpha",
                  "gain", "gain_se", "forgetting", "forgetting_se"]
@@ -111,7 +111,7 @@ def matched_plasticity(curves: pd.DataFrame, level: Optional[float] = None, path
         for key, rc in g.groupby("key"):
             v = value_at_gain(rc, lvl)
             end = rc.sort_values("alpha").iloc[-1]
-            runs.append({"key": key, "label": rc["label"].iloc[0], "seed": rc["seed"].iloc[0],
+            runs.append({"key": key, "label": rc["label"].iloc[0], "method": rc["method"].iloc[0], "seed": rc["seed"].iloc[0],
                          "reached": v is not None, "alpha_at_level": v["alpha"] if v else math.nan,
                          "forgetting_at_level": v["forgetting"] if v else math.nan,
                          "forgetting_at_level_se": v["se"] if v else math.nan,
@@ -124,6 +124,9 @@ def matched_plasticity(curves: pd.DataFrame, level: Optional[float] = None, path
                                              forgetting_per_gain=("forgetting_per_gain", "mean"),
                                              alpha_at_level=("alpha_at_level", "mean"))
                    .sort_values("forgetting_at_level").reset_index())
+        ci = [mean_ci(runs.loc[runs.label == lab, "forgetting_at_level"], se) for lab, se in
+              zip(methods["label"], methods["se_eval"])]
+        methods["ci_lo"], methods["ci_hi"], methods["ci_kind"] = ([c[i] for c in ci] for i in range(3))
         pairs = []
         labels = list(methods["label"])
         for i, a in enumerate(labels):

@@ -103,6 +103,20 @@ def bootstrap_ci(values: Sequence[float], statistic: Callable[[np.ndarray], floa
     return float(lo), float(hi)
 
 
+def mean_ci(values: Sequence[float], eval_se: float = math.nan, level: float = 0.95) -> tuple[float, float, str]:
+    """Interval of a mean over seeds: mean ± t_{(1+level)/2, n−1} · s/√n with n >= 2 values (NaNs
+    dropped); with one value, value ± 2·eval_se, which holds evaluation noise only. (lo, hi, kind)."""
+    v = _finite(values)
+    if len(v) >= 2:
+        from scipy import stats
+
+        h = float(stats.t.ppf((1 + level) / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
+        return float(v.mean()) - h, float(v.mean()) + h, f"t over {len(v)} seeds"
+    if len(v) == 1 and eval_se == eval_se:
+        return float(v[0]) - 2 * eval_se, float(v[0]) + 2 * eval_se, "±2 eval SE (1 seed)"
+    return NAN, NAN, ""
+
+
 def compare_two(a, b, a_se: float = math.nan, b_se: float = math.nan) -> dict:
     """Is mean(a) − mean(b) more than noise? Welch's t over seeds when both have >= 2 seeds, else a
     z-score from the evaluation SEs, z = diff / hypot(a_se, b_se) (seed variance not measured).

@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from typing import Optional
 from pathlib import Path
 
+from arena.components import METHODS
 from arena.config import run_config_from_dict
 from arena.errors import ArenaError, ConfigError
 from arena.runs import RESULT_NEUTRAL_TRAIN_KEYS
 from arena.schema import to_dict
-from arena.sweeps.spec import MethodEntry, SweepConfig, component_name
+from arena.sweeps.spec import MethodEntry, SweepConfig, component_name, lr_scan_label
 
 
 @dataclass
@@ -43,22 +44,28 @@ class RunSpec:
     skipped: dict = field(default_factory=dict)
     # the objective entry's label, when it has one (in plan.json only then, like `skipped`)
     objective_label: Optional[str] = None
+    # an lr_scan run: its lr is lr_of's lr x lr_factor (both in plan.json only then)
+    lr_factor: Optional[float] = None
+    lr_of: Optional[str] = None
 
     FIELDS = ("run_id", "config", "method", "label", "target", "objective", "seed", "model", "stages")
 
     def to_dict(self) -> dict:
         return {**{k: getattr(self, k) for k in self.FIELDS}, **({"skipped": self.skipped} if self.skipped else {}),
-                **({"objective_label": self.objective_label} if self.objective_label else {})}
+                **({"objective_label": self.objective_label} if self.objective_label else {}), **self._scan()}
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunSpec":
         return cls(**{k: d[k] for k in cls.FIELDS}, skipped=dict(d.get("skipped") or {}),
-                   objective_label=d.get("objective_label"))
+                   objective_label=d.get("objective_label"), lr_factor=d.get("lr_factor"), lr_of=d.get("lr_of"))
+
+    def _scan(self) -> dict:
+        return {"lr_factor": self.lr_factor, "lr_of": self.lr_of} if self.lr_factor is not None else {}
 
     def sweep_section(self) -> dict:
         """What a run's record says about its place in the sweep (the runner adds status and stages)."""
         return {"run_id": self.run_id, "label": self.label, "seed": self.seed,
-                **({"objective_label": self.objective_label} if self.objective_label else {})}
+                **({"objective_label": self.objective_label} if self.objective_label else {}), **self._scan()}
 
 
 def identity(config: dict) -> dict:
@@ -94,14 +101,16 @@ def _component_dict(entry) -> dict:
     return {"name": entry} if isinstance(entry, str) else dict(entry)
 
 
-def stages_for(cfg: SweepConfig, m: MethodEntry, seed: int, objective: Optional[str] = None) -> dict:
-    """The stages one run gets, each as the settings dict its stage function rebuilds."""
+def stages_for(cfg: SweepConfig, m: MethodEntry, seed: int, objective: Optional[str] = None,
+               scan: bool = False) -> dict:
+    """The stages one run gets, each as the settings dict its stage function rebuilds (`scan`: an
+    lr_scan run, which is interpolated only when lr_scan.interpolate says so)."""
     stages = {}
     if cfg.eval.enabled:
         stages["eval"] = cfg.eval.plan()
     if cfg.diagnostics.enabled:
         stages["diagnostics"] = cfg.diagnostics.plan()
-    if cfg.interpolation.selects(m.label, m.name, seed):
+    if cfg.interpolation.selects(m.label, m.name, seed) and (not scan or cfg.lr_scan.interpolate):
         stages["interpolation"] = cfg.interpolation.plan(path=cfg.interpolation.path_for(m.name))
     if objective is not None and cfg.ilp.selects(objective):
         stages["ilp"] = cfg.ilp.plan()
@@ -127,9 +136,11 @@ def expand(cfg: SweepConfig) -> list[RunSpec]:
     """Every run of the sweep, in the order they run: seed, then target, objective, method, model.
 
     Seeds are the outer loop so that an interrupted sweep has complete method comparisons for the
-    first seeds rather than every seed of the first methods.
+    first seeds rather than every seed of the first methods; lr_scan runs come after every main run,
+    for the same reason.
     """
     runs: list[RunSpec] = []
+    scans: list[RunSpec] = []
     seen: dict[str, str] = {}
     for seed in cfg.seeds:
         for target in cfg.targets:
@@ -151,20 +162,35 @@ def expand(cfg: SweepConfig) -> list[RunSpec]:
                                "target": _component_dict(target), "objective": objective,
                                "train": train, "probe": cfg.probe, "data_dir": cfg.data_dir,
                                **({"services": obj_services} if obj_services else {})}
-                        rc = _run_config(raw, f"methods[{mi}] ({m.label}) x target {component_name(target, 'targets')} "
-                                              f"x objective {obj_name} x seed {seed}")
-                        d = rc.to_dict()
-                        d["out"] = None
-                        rid = (f"{_slug(m.label)}-{_slug(rc.target.name)}-{_slug(obj_label or rc.objective.name)}"
-                               f"-s{seed}-{config_hash(d)}")
-                        if len(cfg.models) > 1:
-                            rid = f"{_slug(Path(rc.model.name).name)}-{rid}"
-                        if rid in seen:
-                            raise ConfigError(f"methods[{mi}]", m.label, f"resolves to the same run as {seen[rid]} ({rid}); "
-                                                                         "two entries train the identical config")
-                        seen[rid] = f"methods[{mi}]"
-                        runs.append(RunSpec(run_id=rid, config=d, method=m.name, label=m.label, target=rc.target.name,
-                                            objective=rc.objective.name, seed=seed, model=rc.model.name,
-                                            stages=stages_for(cfg, m, seed, rc.objective.name),
-                                            skipped=skipped_for(cfg, rc.objective.name), objective_label=obj_label))
-    return runs
+                        where = (f"methods[{mi}] ({m.label}) x target {component_name(target, 'targets')} "
+                                 f"x objective {obj_name} x seed {seed}")
+                        rc = _run_config(raw, where)
+                        variants = [(None, m.label, rc)]
+                        if cfg.lr_scan.selects(m.label, m.name, seed):
+                            own = rc.train.lr or METHODS.get(m.name).default_lr  # as arena.experiment resolves it
+                            for f in cfg.lr_scan.factors:
+                                sraw = {**raw, "train": {**train, "lr": own * f}}
+                                variants.append((f, lr_scan_label(m.label, f),
+                                                 _run_config(sraw, f"{where} x lr_scan factor {f:g}")))
+                        for factor, label, vrc in variants:
+                            (runs if factor is None else scans).append(
+                                _spec(cfg, m, mi, seed, obj_label, vrc, label, factor, seen))
+    return runs + scans
+
+
+def _spec(cfg: SweepConfig, m: MethodEntry, mi: int, seed: int, obj_label, rc, label: str, factor, seen: dict) -> RunSpec:
+    d = rc.to_dict()
+    d["out"] = None
+    rid = (f"{_slug(label)}-{_slug(rc.target.name)}-{_slug(obj_label or rc.objective.name)}"
+           f"-s{seed}-{config_hash(d)}")
+    if len(cfg.models) > 1:
+        rid = f"{_slug(Path(rc.model.name).name)}-{rid}"
+    if rid in seen:
+        raise ConfigError(f"methods[{mi}]", m.label, f"resolves to the same run as {seen[rid]} ({rid}); "
+                                                     "two entries train the identical config")
+    seen[rid] = f"methods[{mi}]"
+    return RunSpec(run_id=rid, config=d, method=m.name, label=label, target=rc.target.name,
+                   objective=rc.objective.name, seed=seed, model=rc.model.name,
+                   stages=stages_for(cfg, m, seed, rc.objective.name, scan=factor is not None),
+                   skipped=skipped_for(cfg, rc.objective.name), objective_label=obj_label,
+                   lr_factor=factor, lr_of=m.label if factor is not None else None)

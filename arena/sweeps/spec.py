@@ -21,6 +21,7 @@ together (labels unique, seeds not repeated, restrictions naming methods/objecti
     diagnostics: {enabled: true}
     interpolation: {enabled: true, alphas: [0, 0.5, 1], methods: [lora]}
     ilp: {enabled: true, samples: 128}         # incomplete learning of SFT runs (`arena ilp`)
+    lr_scan: {factors: [0.25, 4], seeds: [0]}  # each method also at lr x 0.25 and x 4 (labels lora-lrx0.25, ...)
 
 The stage sections *are* the stage settings: `eval:` holds the fields of
 `arena.evaluation.settings.EvalSettings`, `diagnostics:` those of
@@ -51,6 +52,7 @@ from arena.errors import ConfigError, suggest
 from arena.evaluation.settings import SUITES, EvalSettings
 from arena.ilp.settings import IlpSettings
 from arena.schema import build, to_dict
+from arena.sweeps.lr_scan import LrScanSpec, lr_scan_label
 
 FOLDER_NAME = r"[A-Za-z0-9_.][A-Za-z0-9_.-]*"  # names that become folder names
 LABEL = r"[A-Za-z0-9_.][A-Za-z0-9_.+-]*"
@@ -287,6 +289,7 @@ class SweepConfig:
     diagnostics: DiagnosticsSpec = field(default_factory=DiagnosticsSpec)
     interpolation: InterpolationSpec = field(default_factory=InterpolationSpec)
     ilp: IlpSpec = field(default_factory=IlpSpec)
+    lr_scan: LrScanSpec = field(default_factory=LrScanSpec)
     runner: RunnerSpec = field(default_factory=RunnerSpec)
     data_dir: Optional[str] = None
     out: Optional[str] = None
@@ -346,10 +349,18 @@ class SweepConfig:
                 raise ConfigError(f"methods[{i}].label", m.label, f"already used by methods[{labels.index(m.label)}]; "
                                   "give each entry its own label (e.g. lora-r16), the leaderboard groups by it")
         known = set(labels) | {m.name for m in self.methods}
-        for m in self.interpolation.methods or []:
-            if m not in known:
-                raise ConfigError("interpolation.methods", m, f"not a method of this sweep; known: {', '.join(labels)}"
-                                                              f"{suggest(m, known)}")
+        for where, names in (("interpolation.methods", self.interpolation.methods),
+                             ("lr_scan.methods", self.lr_scan.methods)):
+            for m in names or []:
+                if m not in known:
+                    raise ConfigError(where, m, f"not a method of this sweep; known: {', '.join(labels)}"
+                                                f"{suggest(m, known)}")
+        scan = {lr_scan_label(m.label, f): m.label for m in self.methods for f in self.lr_scan.factors
+                if self.lr_scan.methods is None or m.label in self.lr_scan.methods or m.name in self.lr_scan.methods}
+        for i, m in enumerate(self.methods):
+            if m.label in scan:
+                raise ConfigError(f"methods[{i}].label", m.label, f"is the lr_scan label of {scan[m.label]}; "
+                                                                  "rename the entry (the leaderboard groups by label)")
 
     def out_dir(self) -> Path:
         return Path(self.out) if self.out else Path("results") / self.name
@@ -364,5 +375,6 @@ class SweepConfig:
             # ilp only when set away from its defaults: plan.json and sweep.yaml of sweeps that do
             # not use it stay byte-identical to what they were before the section existed
             **({"ilp": to_dict(self.ilp)} if to_dict(self.ilp) != to_dict(IlpSpec()) else {}),
+            **({"lr_scan": to_dict(self.lr_scan)} if to_dict(self.lr_scan) != to_dict(LrScanSpec()) else {}),
             "runner": to_dict(self.runner), "data_dir": self.data_dir, "out": self.out,
         }
