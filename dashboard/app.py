@@ -122,7 +122,7 @@ def interpolation_tab(res: Results, keys: set) -> None:
         return
     matched = matched_plasticity(curves)
     for i, g in enumerate(matched["groups"]):
-        c = curves[(curves["target"] == g["target"]) & (curves["path"] == g["path"]) & (curves["model"] == g["model"])
+        c = curves[(curves["target"] == g["target"]) & (curves["path"].isin(str(g["path"]).split(","))) & (curves["model"] == g["model"])
                    & (curves["objective"] == g["objective"]) & (curves["kind"] == g["kind"])]
         st.plotly_chart(figures.interpolation_figure(c, g.get("level")), key=f"interp_{i}")
         st.markdown(f"**Matched plasticity** ({g['model']} · {g['target']} · {g['objective']}, {g['path']} path, {g['kind']} scorer): "

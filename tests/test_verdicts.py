@@ -228,3 +228,12 @@ def test_benchmark_and_diagnostics_views(scanned):
     d = diagnostics_view(df).set_index("label")
     assert d.loc["lora", "seeds"] == 3 and d.loc["lora", "procrustes_general_lo"] < d.loc["lora", "procrustes_general"]
     assert math.isnan(d.loc["lora-lrx4", "procrustes_general_lo"])
+
+
+def test_methods_on_different_paths_are_matched_together(scanned):
+    """OFT is read off its Cayley-generator path, the others off θ0 + α·ΔW: one group, not two."""
+    curves = interpolation_curves(load_results(scanned))
+    curves.loc[curves["method"] == "oft", "path"] = "generator"
+    groups = matched_plasticity(curves)["groups"]
+    assert len(groups) == 1 and groups[0]["path"] == "generator,weights"
+    assert set(groups[0]["methods"]["label"]) == {"full", "lora", "pissa", "vera", "oft"}

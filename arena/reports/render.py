@@ -347,7 +347,7 @@ def to_html(data: ReportData) -> str:
         if len(data.curves):
             parts.append("<h2>Interpolation and matched plasticity</h2>")
             for g in data.matched.get("groups", []):
-                c = data.curves[(data.curves["path"] == g["path"]) & (data.curves["target"] == g["target"])
+                c = data.curves[(data.curves["path"].isin(str(g["path"]).split(","))) & (data.curves["target"] == g["target"])
                                 & (data.curves["model"] == g["model"]) & (data.curves["objective"] == g["objective"])
                                 & (data.curves["kind"] == g["kind"])]
                 parts.append(fig_html(figures.interpolation_figure(c, g.get("level"))))

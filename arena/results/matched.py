@@ -87,7 +87,7 @@ def value_at_gain(curve: pd.DataFrame, level: float) -> Optional[dict]:
 
 
 def matched_plasticity(curves: pd.DataFrame, level: Optional[float] = None, path: Optional[str] = None) -> dict:
-    """Per group (model, target, objective, path, scorer kind): each run's forgetting at the common gain level,
+    """Per group (model, target, objective, scorer kind; `path` lists the paths its runs took): each run's forgetting at the common gain level,
     per-method summaries over seeds, and pairwise comparisons. Returns
     {"groups": [{"model", "target", "objective", "path", "kind", "level", "runs": DataFrame, "methods": DataFrame,
                  "pairs": DataFrame, "note"}]}."""
@@ -97,8 +97,10 @@ def matched_plasticity(curves: pd.DataFrame, level: Optional[float] = None, path
     c = curves if path is None else curves[curves["path"] == path]
     # The scorer kind is part of the group: an NLL gain (nats) and an accuracy gain (a share)
     # are different units, so one level G cannot be read off both kinds of curve.
-    for (model, target, objective, pth, kind), g in c.groupby(["model", "target", "objective", "path", "kind"],
-                                                              dropna=False):
+    # Each method is read off its own path (OFT/BOFT: the Cayley generator; the others: θ0 + α·ΔW), so the
+    # path is not part of the group: matching on target gain is what makes the paths comparable.
+    for (model, target, objective, kind), g in c.groupby(["model", "target", "objective", "kind"], dropna=False):
+        pth = ",".join(sorted(set(g["path"].astype(str))))
         maxgain = g.groupby("key")["gain"].max()
         lvl = level if level is not None else float(maxgain.min())
         grp = {"model": model, "target": target, "objective": objective, "path": pth, "kind": kind, "level": lvl}
