@@ -72,16 +72,28 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _gen_caps(items: list[str]) -> dict:
-    caps: dict = {}
+def _task_values(items: list[str], flag: str) -> list[tuple[str, int]]:
+    """Repeatable `[TASK=]N` flag values -> [(task or "", N)], the task checked against the registry."""
+    out = []
     for item in items:
         name, _, value = item.rpartition("=")
         try:
             n = int(value)
         except ValueError:
-            raise ConfigError("--max-gen-toks", item, "expected N or TASK=N with N a positive integer") from None
+            raise ConfigError(flag, item, "expected N or TASK=N with N a positive integer") from None
         if name:
-            get_task(name)
+            try:
+                get_task(name)
+            except ConfigError as e:  # name the flag the user typed, not get_task's default field
+                raise ConfigError(flag, item, e.allowed) from None
+        out.append((name, n))
+    return out
+
+
+def _gen_caps(items: list[str]) -> dict:
+    caps: dict = {}
+    for name, n in _task_values(items, "--max-gen-toks"):
+        if name:
             caps[name] = n
         else:
             caps.update({t: n for t in TASKS if get_task(t).generate})
@@ -90,16 +102,7 @@ def _gen_caps(items: list[str]) -> dict:
 
 def _limits(items: list[str]):
     """--limit N / --limit TASK=N (repeatable) -> None, N, or {TASK: N, "default": N}."""
-    out: dict = {}
-    for item in items:
-        name, _, value = item.rpartition("=")
-        try:
-            n = int(value)
-        except ValueError:
-            raise ConfigError("--limit", item, "expected N or TASK=N with N a positive integer") from None
-        if name:
-            get_task(name)
-        out[name or "default"] = n
+    out = {name or "default": n for name, n in _task_values(items, "--limit")}
     if not out:
         return None
     return out["default"] if list(out) == ["default"] else out
