@@ -74,26 +74,32 @@ def counting_hflm_class():
 
 def engine_generate_until(lm, requests) -> list[str]:
     """HFLM.generate_until's steps with the decoding done by `lm.engine()` over all requests at once
-    (grouped by generation kwargs, as lm-eval groups them), so the engine batches across documents."""
+    (one call per sampling setting, every task's requests together), so the engine batches across
+    documents and tasks."""
     from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs, postprocess_generated_text
 
     from arena.generation.requests import GenRequest, Sampling
 
     eos = lm.tok_decode(lm.eot_token_id, skip_special_tokens=False)
-    groups: dict[str, list[int]] = {}
+    # One engine call per sampling setting, not per task: each request carries its own cap and stop
+    # strings, so IFEval, BBH, NQ and the target share one continuous batch (per-task calls of 8-54
+    # documents decoded a few rows per step, where a step costs the same up to ~64 rows).
+    prepared: list[tuple[int, Any, list[str], int]] = []
+    groups: dict[Any, list[int]] = {}
     for i, req in enumerate(requests):
-        groups.setdefault(repr(sorted(req.args[1].items(), key=lambda kv: kv[0])), []).append(i)
-    out: list[str | None] = [None] * len(requests)
-    think = lm.think_end_token if isinstance(lm.think_end_token, str) else None
-    for idx in groups.values():
-        gen_kwargs = requests[idx[0]].args[1]
-        kwargs = normalize_gen_kwargs(gen_kwargs, lm.max_gen_toks)
+        kwargs = normalize_gen_kwargs(req.args[1], lm.max_gen_toks)
         until = handle_stop_sequences(kwargs.pop("until", None), eos=eos)
         max_gen = kwargs.pop("max_gen_toks")
         sampling = Sampling(temperature=float(kwargs.get("temperature", 0.0)) if kwargs.get("do_sample") else 0.0,
                             top_p=float(kwargs.get("top_p", 1.0) or 1.0))
+        prepared.append((i, sampling, until, max_gen))
+        groups.setdefault(sampling, []).append(i)
+    out: list[str | None] = [None] * len(requests)
+    think = lm.think_end_token if isinstance(lm.think_end_token, str) else None
+    for sampling, idx in groups.items():
         gen_reqs = []
         for i in idx:
+            _, _, until, max_gen = prepared[i]
             enc, att = lm.tok_batch_encode([requests[i].args[0]], left_truncate_len=lm.max_length - max_gen,
                                            truncation=lm.truncation)
             gen_reqs.append(GenRequest(enc[0][att[0].bool()].tolist(), max_gen, tuple(until)))
@@ -110,7 +116,7 @@ def engine_generate_until(lm, requests) -> list[str]:
             text = lm.tok_decode(toks)
             if isinstance(lm.think_end_token, int):
                 text = text.lstrip()
-            s = postprocess_generated_text(generation=text, stop=until, think_end_token=think)
+            s = postprocess_generated_text(generation=text, stop=prepared[i][2], think_end_token=think)
             out[i] = s
             lm.cache_hook.add_partial("generate_until", requests[i].args, s)
     return out  # type: ignore[return-value]

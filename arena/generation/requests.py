@@ -66,10 +66,9 @@ def sample_tokens(logits: torch.Tensor, sampling: Sampling, generator: torch.Gen
     verl do), so an on-policy ratio is exactly 1 up to numerics.
     """
     logits = logits.float()
-    if sampling.greedy:
-        logp = torch.log_softmax(logits, dim=-1)
+    if sampling.greedy:  # z[tok] - logsumexp(z): the full log-softmax is never written (B x V floats)
         tok = logits.argmax(dim=-1, keepdim=True)
-        return tok.squeeze(-1), logp.gather(-1, tok).squeeze(-1)
+        return tok.squeeze(-1), (logits.gather(-1, tok) - torch.logsumexp(logits, dim=-1, keepdim=True)).squeeze(-1)
     logp = torch.log_softmax(logits / sampling.temperature, dim=-1)
     probs = logp.exp()
     if sampling.top_p < 1.0:

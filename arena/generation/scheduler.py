@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from arena.generation.native import NativeDecoder
+from arena.generation.prefix import PrefixStore
 from arena.generation.requests import Completion, GenRequest, Sampling, StopChecker, sample_tokens
 
 
@@ -29,6 +30,9 @@ class SchedulerOptions:
     max_slots: int = 256  # sequences decoded together
     cache_mb: int = 2048  # KV-cache budget per bucket; fewer slots when long sequences need more
     prefill_tokens: int = 8192  # prompt tokens per prefill forward (bounds activation memory)
+    solo_prefill: int = 256  # a prompt this long prefills alone: no padding, no mask, rows enough
+    prefix_min: int = 32  # share a prompt prefix of at least this many tokens across requests (0 = off)
+    prefix_cache_mb: int = 1024  # shared prefixes' keys/values held at once (prefix.py)
 
 
 def buckets(order: list[int], need: list[int]) -> list[list[int]]:
@@ -82,92 +86,142 @@ class Scheduler:
         self.dec = dec
         self.opt = options or SchedulerOptions()
 
+    def per_slot_bytes(self, capacity: int) -> int:
+        d = self.dec
+        return 2 * len(d.layers) * d.n_kv * d.head_dim * capacity * d.dtype.itemsize
+
     def slots_for(self, capacity: int, n: int) -> int:
-        per_slot = 2 * len(self.dec.layers) * self.dec.n_kv * self.dec.head_dim * capacity * self.dec.dtype.itemsize
-        return max(1, min(self.opt.max_slots, n, int(self.opt.cache_mb * 2**20 // per_slot)))
+        return max(1, min(self.opt.max_slots, n, int(self.opt.cache_mb * 2**20 // self.per_slot_bytes(capacity))))
 
     @torch.inference_mode()
     def run(self, requests: list[GenRequest], sampling: Sampling, stop: StopChecker,
             generator: torch.Generator) -> list[Completion]:
         need = [len(r.prompt_ids) + r.max_new_tokens for r in requests]
+        if max(need) > self.dec.max_positions:
+            raise ValueError(f"a prompt plus max_new_tokens is {max(need)} tokens, over the model's "
+                             f"max_position_embeddings ({self.dec.max_positions})")
         order = sorted(range(len(requests)), key=lambda i: (-need[i], i))
         results: list[Completion | None] = [None] * len(requests)
-        for bucket in buckets(order, need):
-            self._run_bucket(bucket, requests, need, sampling, stop, generator, results)
+        share = self.opt.prefix_min if self.dec.window is None else 0  # a window would cut the prefix
+        self.prefixes = PrefixStore(self.dec, [r.prompt_ids for r in requests], share, self.opt.prefix_cache_mb)
+        pending = deque(buckets(order, need))
+        active: list[tuple[SlotBatch, deque]] = []
+        self.stats = {"buckets": len(pending), "peak_open": 0, "steps": 0, "rows": 0}
+        while pending or active:
+            self._open(pending, active, requests, need)
+            self.stats["peak_open"] = max(self.stats["peak_open"], len(active))
+            for sb, queue in active:
+                free = sb.free()
+                # Admit when a quarter of the slots are free (or nothing runs): prefill in groups, not
+                # one prompt per step, because a prefill forward is only efficient with many rows.
+                if queue and free and (len(free) * 4 >= sb.size or not sb.live() or len(free) >= len(queue)):
+                    self._admit(sb, free, queue, requests, sampling, stop, generator, results)
+            active[:] = [(sb, q) for sb, q in active if q or sb.live()]  # a finished bucket frees its cache
+            for sb, queue in active:
+                if not queue and len(sb.live()) * 2 <= sb.size and sb.size > 1:
+                    sb.compact(sb.live())
+            live = [sb for sb, _ in active if sb.live()]
+            if live:
+                self._step(live, requests, sampling, stop, generator, results)
+                self.stats["steps"] += 1
+                self.stats["rows"] += sum(sb.size for sb in live)
         return results  # type: ignore[return-value]
 
-    def _run_bucket(self, bucket, requests, need, sampling, stop, generator, results) -> None:
-        capacity = need[bucket[0]]
-        if capacity > self.dec.max_positions:
-            raise ValueError(f"a prompt plus max_new_tokens is {capacity} tokens, over the model's "
-                             f"max_position_embeddings ({self.dec.max_positions})")
-        max_new = max(requests[i].max_new_tokens for i in bucket)
-        sb = SlotBatch(self.dec, self.slots_for(capacity, len(bucket)), capacity, max_new)
-        queue = deque(bucket)
-        while queue or sb.live():
-            free = sb.free()
-            # Admit when a quarter of the slots are free (or nothing runs): prefill in groups, not
-            # one prompt per step, because a prefill forward is only efficient with many rows.
-            if queue and free and (len(free) * 4 >= sb.size or not sb.live() or len(free) >= len(queue)):
-                self._admit(sb, free, queue, requests, sampling, stop, generator, results)
-                continue
-            if not queue and len(sb.live()) * 2 <= sb.size and sb.size > 1:
-                sb.compact(sb.live())
-            self._step(sb, requests, sampling, stop, generator, results)
+    def _open(self, pending: deque, active: list, requests, need) -> None:
+        """Open length buckets while the KV budget and the slot cap allow (always one when none is
+        open): buckets decode together in one forward, so short answers of one task fill the rows
+        that a few long ones of another would leave idle."""
+        while pending:
+            bucket = pending[0]
+            capacity = need[bucket[0]]
+            used = sum(self.per_slot_bytes(sb.k[0].shape[2]) * sb.size for sb, _ in active)
+            room = min(self.opt.max_slots - sum(sb.size for sb, _ in active),
+                       (self.opt.cache_mb * 2**20 - used) // self.per_slot_bytes(capacity))
+            slots = self.slots_for(capacity, len(bucket)) if not active else min(int(room), len(bucket))
+            if active and slots < min(len(bucket), 16):
+                return
+            pending.popleft()
+            max_new = max(requests[i].max_new_tokens for i in bucket)
+            active.append((SlotBatch(self.dec, slots, capacity, max_new), deque(bucket)))
 
     def _admit(self, sb, free, queue, requests, sampling, stop, generator, results) -> None:
         take = []
         while queue and len(take) < len(free):
             take.append(queue.popleft())
+        store = self.prefixes
         s = 0
-        while s < len(take):  # groups bounded by prefill_tokens
+        while s < len(take):  # groups bounded by the prompt tokens run (a shared prefix is not rerun)
             group, tokens = [], 0
-            while s < len(take) and (not group or tokens + len(requests[take[s]].prompt_ids) <= self.opt.prefill_tokens):
-                group.append(take[s])
-                tokens += len(requests[take[s]].prompt_ids)
+            while s < len(take):
+                i = take[s]
+                n = len(requests[i].prompt_ids) - store.shared_length(i)
+                if group and (tokens + n > self.opt.prefill_tokens or n >= self.opt.solo_prefill
+                              or tokens >= self.opt.solo_prefill):
+                    break
+                group.append(i)
+                tokens += n
                 s += 1
             slots = free[: len(group)]
             free = free[len(group):]
-            logits, kv = self.dec.prefill([requests[i].prompt_ids for i in group])
+            pre = store.prefixes_for(group)
+            cut = [0 if p is None else p.length for p in pre]
+            logits, kv = self.dec.prefill([requests[i].prompt_ids[c:] for i, c in zip(group, cut)], pre)
             for j, (slot, i) in enumerate(zip(slots, group)):
-                n = len(requests[i].prompt_ids)
+                n, c = len(requests[i].prompt_ids), cut[j]
                 for layer, (k, v) in enumerate(kv):
-                    sb.k[layer][slot, :, :n] = k[j, :, :n]
-                    sb.v[layer][slot, :, :n] = v[j, :, :n]
+                    if c:
+                        sb.k[layer][slot, :, :c] = pre[j].k[layer]
+                        sb.v[layer][slot, :, :c] = pre[j].v[layer]
+                    sb.k[layer][slot, :, c:n] = k[j, :, : n - c]
+                    sb.v[layer][slot, :, c:n] = v[j, :, : n - c]
                 sb.lens[slot] = n
                 sb.req[slot] = i
                 sb.count[slot] = 0
+                store.release(i)
             tok, lp = sample_tokens(logits, sampling, generator)
             self._accept(sb, slots, tok, lp, requests, stop, results)
 
-    def _step(self, sb, requests, sampling, stop, generator, results) -> None:
+    def _step(self, live: list[SlotBatch], requests, sampling, stop, generator, results) -> None:
+        """One decode step of every slot of the open buckets in one forward: the matmuls see all rows,
+        and each bucket's rows attend to its own cache (whole capacity, masked: a slice up to the
+        longest live position is strided across slots and the batched matmul copied it every layer)."""
         dec = self.dec
-        S = sb.size
-        rows = torch.arange(S, device=sb.lens.device)
-        pos = sb.lens.clone()
-        width = int(pos.max()) + 1
-        keys = torch.arange(width, device=pos.device)[None, :]
-        mask = keys <= pos[:, None]
-        if dec.window is not None:
-            mask &= keys > pos[:, None] - dec.window
-        mask = mask[:, None, None, :]
+        spans, lo = [], 0
+        for sb in live:
+            spans.append((lo, lo + sb.size))
+            lo += sb.size
+        pos = torch.cat([sb.lens for sb in live])
+        masks = []
+        for sb in live:
+            keys = torch.arange(sb.k[0].shape[2], device=pos.device)[None, :]
+            m = keys <= sb.lens[:, None]
+            if dec.window is not None:
+                m &= keys > sb.lens[:, None] - dec.window
+            masks.append(m[:, None, None, :])
+        rows = [torch.arange(sb.size, device=pos.device) for sb in live]
 
-        def write(i, k, v):
-            sb.k[i][rows, :, pos] = k[:, :, 0]
-            sb.v[i][rows, :, pos] = v[:, :, 0]
+        def attend(i, q, k, v):
+            out = []
+            for sb, (a, b), r, m in zip(live, spans, rows, masks):
+                sb.k[i][r, :, sb.lens] = k[a:b, :, 0]
+                sb.v[i][r, :, sb.lens] = v[a:b, :, 0]
+                out.append(dec.decode_attention(q[a:b], sb.k[i], sb.v[i], m))
+            return out[0] if len(out) == 1 else torch.cat(out)
 
-        def read(i, k, v):
-            return sb.k[i][:, :, :width], sb.v[i][:, :, :width]
-
-        hidden = dec.forward(sb.last[:, None], pos[:, None], mask, write, read)
-        live = sb.live()
-        sb.lens += 1
-        idle = sb.free()
-        if idle:  # a free slot's garbage row stays at position 0, never past the cache
-            sb.lens[torch.tensor(idle, dtype=torch.long, device=sb.lens.device)] = 0
-        idx = torch.tensor(live, dtype=torch.long, device=hidden.device)
+        hidden = dec.forward(torch.cat([sb.last for sb in live])[:, None], pos[:, None], attend)
+        alive = [sb.live() for sb in live]
+        for sb in live:
+            sb.lens += 1
+            idle = sb.free()
+            if idle:  # a free slot's garbage row stays at position 0, never past the cache
+                sb.lens[torch.tensor(idle, dtype=torch.long, device=sb.lens.device)] = 0
+        idx = torch.tensor([a + s for (a, _), slots in zip(spans, alive) for s in slots], dtype=torch.long,
+                           device=hidden.device)
         tok, lp = sample_tokens(dec.logits(hidden[idx, -1]), sampling, generator)
-        self._accept(sb, live, tok, lp, requests, stop, results)
+        j = 0
+        for sb, slots in zip(live, alive):
+            self._accept(sb, slots, tok[j: j + len(slots)], lp[j: j + len(slots)], requests, stop, results)
+            j += len(slots)
 
     def _accept(self, sb, slots, tok, lp, requests, stop, results) -> None:
         """Record one new token per slot in `slots`; finish slots that hit a stop or their cap."""
