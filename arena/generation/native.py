@@ -101,6 +101,10 @@ class NativeDecoder:
         self.lm_head, self.lm_head_b = mat(w_head), vec(b_head)
         self.vocab_size = w_head.shape[0]
 
+    def kv_bytes_per_token(self) -> int:
+        """Bytes of keys + values one cached position takes across all layers."""
+        return 2 * len(self.layers) * self.n_kv * self.head_dim * self.dtype.itemsize
+
     # -- pieces ---------------------------------------------------------------------------------
 
     def _rms(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:

@@ -108,10 +108,6 @@ class PrefixStore:
     def _budget_left(self) -> int:
         return self.budget_mb * 2**20 - self._held
 
-    def _per_token_bytes(self) -> int:
-        d = self.dec
-        return 2 * len(d.layers) * d.n_kv * d.head_dim * d.dtype.itemsize
-
     def shared_length(self, i: int) -> int:
         """Tokens of request i's prompt that a shared prefix covers (0 if none or not cached)."""
         g = self.group[i]
@@ -123,7 +119,7 @@ class PrefixStore:
         need = sorted({self.group[i] for i in idx if self.group[i] >= 0} - set(self._kv) - self._skip)
         fit = []
         for g in need:
-            size = self.lengths[g] * self._per_token_bytes()
+            size = self.lengths[g] * self.dec.kv_bytes_per_token()
             if size <= self._budget_left():
                 fit.append(g)
                 self._held += size

@@ -87,8 +87,7 @@ class Scheduler:
         self.opt = options or SchedulerOptions()
 
     def per_slot_bytes(self, capacity: int) -> int:
-        d = self.dec
-        return 2 * len(d.layers) * d.n_kv * d.head_dim * capacity * d.dtype.itemsize
+        return self.dec.kv_bytes_per_token() * capacity
 
     def slots_for(self, capacity: int, n: int) -> int:
         return max(1, min(self.opt.max_slots, n, int(self.opt.cache_mb * 2**20 // self.per_slot_bytes(capacity))))
