@@ -71,6 +71,23 @@ def test_interpolate_stores_curve(capsys, run_dir, data_dir):
     assert rec["status"] == "done"
 
 
+def test_interpolation_reads_alpha0_from_the_base_cache(capsys, run_dir, data_dir):
+    """θ(0) is the base model on every path: a later run of the same base reads its scores from the
+    base cache (values equal to the scored ones), and other scorer settings score it afresh."""
+    args = ["interpolate", "--run", str(run_dir), "--alphas", "0.5", "--data-dir", str(data_dir), "--precision", "fp32"]
+    points = []
+    for limit in ("3", "3", "1"):
+        code, out, err = _cli(capsys, *args, "--limit", limit)
+        assert code == 0, err
+        points.append(json.loads((run_dir / "record.json").read_text())["interpolation"]["weights"]["points"])
+    assert points[1][0].get("cached") is True
+    for axis in ("general", "target"):
+        assert points[1][0][axis]["value"] == points[0][0][axis]["value"]
+        assert points[1][1][axis]["value"] == points[0][1][axis]["value"]  # α = 0.5 scored, equal by determinism
+        assert points[1][1][axis]["delta"] == points[0][1][axis]["delta"]  # paired against the cached units
+    assert not points[2][0].get("cached") and points[2][0]["target"]["n"] == 1
+
+
 @pytest.mark.parametrize("command,extra,needles", [
     ("analyze", ["--modules", "model.layers.9.mlp.down_proj"], ["model.layers.9.mlp.down_proj", "available",
                                                                  "model.layers.0.self_attn.q_proj"]),

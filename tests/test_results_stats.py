@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
+from arena.results import stats
 from arena.results.stats import bootstrap_ci, compare_two, paired_delta, ratio_mean_se, t_pvalue, welch
 
 
@@ -84,3 +85,12 @@ def test_compare_two_welch_over_seeds_else_eval_se():
     assert one["stat"] == pytest.approx(0.05 / math.hypot(0.02, 0.02))
     far = compare_two([0.5], [0.3], 0.02, math.nan)  # a missing SE counts as 0
     assert far["se"] == pytest.approx(0.02) and not far["within_noise"]
+
+
+def test_seed_mean_se_uses_the_seed_spread_else_the_eval_se():
+    m, se, kind = stats.seed_mean_se([0.1, 0.3, float("nan"), 0.2], eval_se=0.5)
+    assert (m, kind) == (pytest.approx(0.2), "seed SEM (n=3)")
+    assert se == pytest.approx(0.1 / math.sqrt(3))  # s = 0.1 over three seeds; the eval SE is ignored
+    assert stats.seed_mean_se([0.4], eval_se=0.05) == (0.4, 0.05, "eval SE (1 seed)")
+    m, se, kind = stats.seed_mean_se([float("nan")])
+    assert math.isnan(m) and math.isnan(se) and kind == ""

@@ -8,8 +8,13 @@ higher is better), with the proxies alongside. Deltas are paired against α = 0.
 
 from __future__ import annotations
 
+import hashlib
+import json
+from dataclasses import asdict
+
 from arena.evaluation import compare, evaluate_model
 from arena.evaluation import proxies as px
+from arena.evaluation.cache import BaseCache
 from arena.evaluation.settings import RunSettings
 
 SCORERS = {
@@ -45,6 +50,39 @@ class CurveScorer:
         if "general" in self.suites:
             self.reference = px.reference_responses(base_model, self.tok, self.data_dir, self.ps, self.device,
                                                     self.precision, self.model_fp, log, engine=self.engine)
+
+    def base_key(self, path: str, method: dict | None) -> dict | None:
+        """What the proxy scores of θ(0) depend on, or None where they are not cached (lm-eval scorer,
+        no model fingerprint). θ(0) is the base model on every path, so one entry serves every run
+        of a base model: the scored texts enter by their sha256 (general: the reference responses;
+        target: the held-out examples), and a generator path keeps its method's config because its
+        θ(0) runs through the method's modules (an identity rotation, equal to the base only to
+        rounding) — the weights path's θ(0) is the base's own tensors."""
+        if self.kind != "proxy" or not self.model_fp:
+            return None
+        texts: dict = {}
+        if "general" in self.suites:
+            texts["general"] = [[it["prompt"], it["response"]] for it in self.reference["items"]]
+        if "target" in self.suites:
+            texts["target"] = [[e.prompt, e.response] for e in self.target.heldout_examples(self.ps.target_examples,
+                                                                                             self.ps.seed)]
+        sha = hashlib.sha256(json.dumps(texts, sort_keys=True).encode()).hexdigest()
+        return {"model": self.model_fp, "kind": "interpolation-alpha0", "suites": list(self.suites),
+                "proxy": asdict(self.ps), "precision": self.precision, "device": px.device_kind(self.device),
+                "texts_sha256": sha, "path": path, "method": method if path != "weights" else None}
+
+    def score_base(self, model, path: str, method: dict | None = None, cache: BaseCache | None = None) -> dict:
+        """The scores of θ(0) (`model`), read from the base cache when an earlier run of this base
+        model scored them (base_key); the result's "cached" says which."""
+        key = self.base_key(path, method)
+        cache = cache or BaseCache()
+        hit = cache.get("interpolation-alpha0", key) if key is not None else None
+        if hit is not None:
+            return {**hit, "cached": True}
+        res = self.score(model)
+        if key is not None:
+            cache.put("interpolation-alpha0", key, res)
+        return {**res, "cached": False}
 
     def score(self, model) -> dict:
         if self.kind == "proxy":

@@ -28,6 +28,13 @@ from arena.runs import read_run_config, set_record_key
 from arena.training.device import pick_device, resolve_precision
 
 
+def base_fingerprint(cfg) -> dict:
+    """The fingerprint of θ(0): the catalog model's, and the run it starts from when
+    model.init_from is set (a CPT-then-SFT run's base is that run's weights, not the plain model)."""
+    fp = model_fingerprint(cfg.model.name, cfg.model.revision)
+    return {**fp, "init_from": cfg.model.init_from} if getattr(cfg.model, "init_from", None) else fp
+
+
 def interpolate_run(run_dir, settings: InterpolationSettings, *, device: str = "cpu", write: bool = True,
                     log: Callable[[str], None] = print) -> dict:
     """Score θ(α) for each α on the chosen axes; stored under record["interpolation"][settings.path].
@@ -47,7 +54,7 @@ def interpolate_run(run_dir, settings: InterpolationSettings, *, device: str = "
     data_dir = s.data_dir or cfg.data_dir or resolve_data_dir(None)
     _, target, _ = build_components(cfg, check_data=False)
     sc = CurveScorer(scorer, None, target, suite_list, limit, data_dir, cfg.probe.seed, dev, prec,
-                     model_fingerprint(cfg.model.name, cfg.model.revision), engine=s.engine)
+                     base_fingerprint(cfg), engine=s.engine)
     sc.check_data()
     interp, tok, cfg, _ = load_interpolator(run_dir, path, dev)
     sc.tok = tok
@@ -59,11 +66,15 @@ def interpolate_run(run_dir, settings: InterpolationSettings, *, device: str = "
     for a in [0.0] + [a for a in alpha_list if a != 0.0]:  # α = 0 first: the reference of the deltas
         t1 = time.perf_counter()
         with interp.at(a) as model:
-            point = {"alpha": a, "path": path, **sc.point(sc.score(model))}
+            # θ(0) is the base model: its scores are shared by every run of the base (CurveScorer.score_base)
+            res = sc.score_base(model, path, cfg.method.to_dict()) if a == 0.0 else sc.score(model)
+            point = {"alpha": a, "path": path, **sc.point(res)}
         point["seconds"] = round(time.perf_counter() - t1, 2)
+        if res.get("cached"):
+            point["cached"] = True
         points.append(point)
         log(f"alpha {a:g}: " + ", ".join(f"{ax} {point[ax]['value']:.4f}" for ax in suite_list)
-            + f" ({point['seconds']:.1f}s)")
+            + f" ({point['seconds']:.1f}s{', base cache' if res.get('cached') else ''})")
     points.sort(key=lambda p: p["alpha"])
     result = {"path": path, "method": cfg.method.name, "alphas": alpha_list, "suites": suite_list, "limit": limit,
               "scorer": {"name": scorer, "orientation": sc.orientation, "description": SCORERS[scorer],

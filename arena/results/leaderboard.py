@@ -16,6 +16,7 @@ import pandas as pd
 from arena.results.flatten import DIAG_PREFIX
 from arena.results.pareto import pareto_front
 from arena.results.scales import SCALES, pick_scale
+from arena.results.stats import seed_mean_se
 
 RUN_KEYS = ["model", "target", "objective", "label", "method"]
 MEAN_COLUMNS = ("general_acc", "target_acc", "general_acc_base", "target_acc_base", "trainable_params",
@@ -24,12 +25,8 @@ MEAN_COLUMNS = ("general_acc", "target_acc", "general_acc_base", "target_acc_bas
 
 def _agg(values: pd.Series, ses: Optional[pd.Series]) -> tuple[float, float, str]:
     v = values.dropna()
-    if len(v) == 0:
-        return math.nan, math.nan, ""
-    if len(v) >= 2:
-        return float(v.mean()), float(v.std(ddof=1) / math.sqrt(len(v))), f"seed SEM (n={len(v)})"
-    se = float(ses.loc[v.index].iloc[0]) if ses is not None and len(ses.loc[v.index].dropna()) else math.nan
-    return float(v.iloc[0]), se, "eval SE (1 seed)"
+    se = float(ses.loc[v.index].iloc[0]) if ses is not None and len(v) and len(ses.loc[v.index].dropna()) else math.nan
+    return seed_mean_se(v, se)
 
 
 def leaderboard(df: pd.DataFrame, scale: Optional[str] = None) -> pd.DataFrame:

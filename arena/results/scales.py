@@ -14,6 +14,8 @@ import math
 
 import pandas as pd
 
+from arena.results.stats import seed_mean_se
+
 SCALES = {
     "accuracy": {"x": "target_gain", "x_se": "target_gain_se", "y": "forgetting", "y_se": "forgetting_se",
                  "x_label": "target gain (accuracy, tuned − base)",
@@ -52,11 +54,8 @@ def axis_signal(df: pd.DataFrame, col: str, se_col: str) -> dict:
         v = g[col].dropna()
         if not len(v):
             continue
-        if len(v) >= 2:
-            e = float(v.std(ddof=1) / math.sqrt(len(v)))
-        else:
-            e = float(g.loc[v.index, se_col].iloc[0]) if se_col in g else math.nan
-        ms.append(float(v.mean()))
+        m, e, _ = seed_mean_se(v, float(g.loc[v.index, se_col].iloc[0]) if se_col in g else math.nan)
+        ms.append(m)
         es.append(e)
     zv = [abs(m) / e for m, e in zip(ms, es) if e > 0]
     zd = [abs(ms[i] - ms[j]) / math.hypot(es[i], es[j]) for i in range(len(ms)) for j in range(i + 1, len(ms))

@@ -103,6 +103,18 @@ def bootstrap_ci(values: Sequence[float], statistic: Callable[[np.ndarray], floa
     return float(lo), float(hi)
 
 
+def seed_mean_se(values: Sequence[float], eval_se: float = math.nan) -> tuple[float, float, str]:
+    """(mean, SE, kind) of one method's values over seeds (NaNs dropped): with n >= 2 values the seed
+    SEM s/√n, which holds seed and evaluation noise together; with one value that value and its
+    evaluation SE `eval_se` (seed variance not measured); with none, NaNs."""
+    v = _finite(values)
+    if len(v) >= 2:
+        return float(v.mean()), float(v.std(ddof=1) / math.sqrt(len(v))), f"seed SEM (n={len(v)})"
+    if len(v) == 1:
+        return float(v[0]), float(eval_se), "eval SE (1 seed)"
+    return NAN, NAN, ""
+
+
 def mean_ci(values: Sequence[float], eval_se: float = math.nan, level: float = 0.95) -> tuple[float, float, str]:
     """Interval of a mean over seeds: mean ± t_{(1+level)/2, n−1} · s/√n with n >= 2 values (NaNs
     dropped); with one value, value ± 2·eval_se, which holds evaluation noise only. (lo, hi, kind)."""

@@ -16,7 +16,7 @@ import math
 import pandas as pd
 
 from arena.results.flatten import DIAG_PREFIX
-from arena.results.stats import mean_ci
+from arena.results.stats import mean_ci, seed_mean_se
 
 KEYS = ["model", "target", "objective", "label"]
 DIAG_METRICS = ["csd_rel_general", "csd_un_general", "csd_ratio_rel", "procrustes_general", "gram_general",
@@ -38,10 +38,8 @@ def benchmark_view(df: pd.DataFrame) -> pd.DataFrame:
             d = g[f"bench_delta:{b}"].dropna()
             if not len(d):
                 continue
-            if len(d) >= 2:
-                se, kind = float(d.std(ddof=1) / math.sqrt(len(d))), f"seed SEM (n={len(d)})"
-            else:
-                se, kind = float(g.loc[d.index, f"bench_se:{b}"].iloc[0]), "paired eval SE (1 seed)"
+            _, se, kind = seed_mean_se(d, float(g.loc[d.index, f"bench_se:{b}"].iloc[0]))
+            kind = kind.replace("eval SE", "paired eval SE")
             rows.append({**where, "benchmark": b, "seeds": len(d), "n": g.loc[d.index, f"bench_n:{b}"].max(),
                          "base": float(g.loc[d.index, f"bench_base:{b}"].mean()),
                          "tuned": float(g.loc[d.index, f"bench:{b}"].mean()), "delta": float(d.mean()), "se": se,
