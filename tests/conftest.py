@@ -112,6 +112,24 @@ def tiny_base():
     return model.eval(), tok
 
 
+@pytest.fixture
+def tiny_lora(tiny_base):
+    """A peft LoRA (r 4, all-linear) copy of the tiny base with B ~ N(0, 0.5²) (seed 0), so the
+    adapter changes the outputs (a fresh LoRA's B = 0 would not); function-scoped: callers may modify it."""
+    import copy
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    model, _ = tiny_base
+    pm = get_peft_model(copy.deepcopy(model), LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
+    torch.manual_seed(0)
+    for n, p in pm.named_parameters():
+        if "lora_B" in n:
+            p.data.normal_(0, 0.5)
+    return pm
+
+
 def prepared_context(cfg):
     """What run_training builds before its loop, on the CPU in fp32: (ctx, method, objective) with
     the objective prepared. For tests that drive an objective's batches/loss by hand."""

@@ -202,6 +202,14 @@ def test_report_headline_is_the_matched_verdict(scanned):
     assert html.index("Verdict at matched plasticity") < html.index("Pareto plot")
 
 
+def test_verdict_counts_methods_not_lr_scan_labels(scanned):
+    """Five methods all interpolated: no "k of the n method(s)" note, whatever the lr scan adds."""
+    md = render(scanned, fmt="md", scale="proxy")
+    assert "method(s) have a path in this group" not in md
+    data = build(scanned, scale="proxy")
+    assert data.leaderboard["label"].nunique() == 9  # 5 methods + 4 scan labels
+
+
 def test_verdict_names_only_differences_beyond_noise(scanned):
     data = build(scanned, scale="proxy")
     curves = interpolation_curves(data.results)
@@ -237,3 +245,33 @@ def test_methods_on_different_paths_are_matched_together(scanned):
     groups = matched_plasticity(curves)["groups"]
     assert len(groups) == 1 and groups[0]["path"] == "generator,weights"
     assert set(groups[0]["methods"]["label"]) == {"full", "lora", "pissa", "vera", "oft"}
+
+
+def test_lr_best_trade_off_never_prefers_a_dominated_lr():
+    """Below zero forgetting a signed ratio ranks backwards (−0.01/0.5 > −0.01/0.1): the lr that gains
+    more and forgets no more must win, and one that forgets is ranked by forgetting per gain."""
+    x, y = "plasticity_nll", "forgetting_nll"
+    rows = [("oft", 1.0, 0.1, -0.01), ("oft", 4.0, 0.5, -0.01), ("oft", 0.25, 0.05, -0.02),
+            ("lora", 1.0, 0.4, 0.04), ("lora", 4.0, 0.6, 0.12), ("lora", 0.25, 0.2, -0.001)]
+    lb = pd.DataFrame([{"model": "m", "target": "arith", "objective": "sft", "lr_of": m, "lr_factor": f,
+                        "label": m if f == 1 else f"{m}-lrx{f:g}", "lr": 1e-4 * f, "seeds": 1,
+                        x: g, f"{x}_err": 0.01, y: fg, f"{y}_err": 0.005} for m, f, g, fg in rows])
+    runs = lb.assign(state="done", method=lb["lr_of"])
+    g = lr_view(lb, runs, "proxy")["groups"][0]
+    best = g["best"].set_index("method")
+    assert best.loc["oft", "best_factor"] == 4.0 and best.loc["oft", "best_ratio"] == 0.0
+    assert best.loc["lora", "best_factor"] == 0.25  # no forgetting at x0.25 beats 0.1 per unit at its own lr
+    assert best.loc["lora", "own_ratio"] == pytest.approx(0.1)
+    assert any(a.startswith("oft:") and "gains without forgetting" in a and "x4" in a for a in g["answer"])
+
+
+def test_a_benchmark_at_the_floor_is_named_in_the_report():
+    from arena.reports.sections import benchmark_section
+
+    view = pd.DataFrame([{"label": lab, "benchmark": b, "n": 200, "base": base, "tuned": tuned}
+                         for lab in ("lora", "oft") for b, base, tuned in
+                         (("nq_open", 0.0, 0.0), ("ifeval", 0.25, 0.26), ("arith", 0.02, 0.0))])
+    texts = [t for kind, t in benchmark_section(view)[0][1] if kind == "text"]
+    assert [t for t in texts if "at the floor" in t] == [
+        "nq_open is at the floor: the base and every tuned run score 0 on its 200 documents, so it carries no "
+        "forgetting signal here, and an axis that averages it in is diluted by its share."]

@@ -96,7 +96,9 @@ def build(root, scale: str = "auto", paper: Optional[str] = None, budget: Option
         if paper != PAPER:
             raise ArenaError(f"paper {paper!r}: unknown; known: {PAPER}")
         pdata = paper_table(lb, scale)
-    n_methods = int(lb["label"].nunique()) if len(lb) else 0
+    # methods, not labels: an lr_scan run (lr_factor != 1) is a method at another lr, not interpolated by default
+    main = done[done["lr_factor"].fillna(1.0) == 1.0] if "lr_factor" in done else done
+    n_methods = int(main["label"].nunique()) if len(main) and "label" in main else 0
     sections = verdict_sections(headline(matched), n_methods) if len(done) else []
     tail = []
     if len(done):

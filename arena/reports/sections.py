@@ -40,9 +40,17 @@ def verdict_sections(verdicts: list[dict], n_methods: int) -> list[Section]:
 def benchmark_section(view: pd.DataFrame) -> list[Section]:
     if not len(view):
         return []
-    return [("Per benchmark", [("text", "Base and tuned accuracy per benchmark, the paired Δ (tuned − base) with its SE "
-                                        "and the documents scored (n); `beyond_2se` marks a Δ larger than twice its SE."),
-                               ("table", view)])]
+    blocks = [("text", "Base and tuned accuracy per benchmark, the paired Δ (tuned − base) with its SE "
+                       "and the documents scored (n); `beyond_2se` marks a Δ larger than twice its SE."),
+              ("table", view)]
+    # a benchmark scoring 0 for the base and every tuned run cannot show forgetting; in an axis mean it
+    # only shrinks the other benchmarks' differences and SEs by its share
+    floor = sorted(b for b, g in view.groupby("benchmark") if (g["base"] == 0).all() and (g["tuned"] == 0).all())
+    for b in floor:
+        n = int(view.loc[view["benchmark"] == b, "n"].max())
+        blocks.append(("text", f"{b} is at the floor: the base and every tuned run score 0 on its {n} documents, so it "
+                               "carries no forgetting signal here, and an axis that averages it in is diluted by its share."))
+    return [("Per benchmark", blocks)]
 
 
 def lr_sections(lr: dict) -> list[Section]:

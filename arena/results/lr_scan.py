@@ -3,9 +3,12 @@ method ordering at its own lr and at its best lr beside the PEFT-Arena paper's (
 
 A method's trade-off at one lr is its forgetting per unit of target gain on the report's scale,
 
-    r(lr) = forgetting(lr) / gain(lr)      defined only where the gain is beyond noise (gain > 2 SE)
+    r(lr) = max(forgetting(lr), 0) / gain(lr)      defined only where the gain is beyond noise (gain > 2 SE)
 
-(less is better); its best lr is argmin r. So "does OFT forget more because of its lr?" becomes:
+(less is better); its best lr is argmin r, ties (r = 0: no forgetting) going to the larger gain.
+Forgetting is clipped at 0 because a signed ratio ranks backwards below it: at forgetting −0.01 a gain
+of 0.5 gives −0.02 and a gain of 0.1 gives −0.1, so the dominated lr would win. With the clip an lr
+that gains at least as much and forgets no more never ranks worse. So "does OFT forget more because of its lr?" becomes:
 does OFT's rank among the methods by r change between each method's own lr and each method's best
 lr? Orderings are compared with the paper's forgetting (base − tuned general accuracy, SFT) by
 Spearman's ρ with a percentile bootstrap interval over seeds (each method's seed values resampled
@@ -70,8 +73,9 @@ def spearman_ci(values: dict[str, list[float]], ref: dict[str, float], n_boot: i
 
 
 def _ratio(y: float, x: float, x_err: float) -> float:
+    """max(y, 0) / x where the gain x is beyond noise, else NaN (module doc)."""
     learned = x > 0 and (not x_err == x_err or x > SIGNAL_Z * x_err)
-    return y / x if learned else math.nan
+    return max(y, 0.0) / x if learned and y == y else math.nan
 
 
 def lr_view(lb: pd.DataFrame, runs: pd.DataFrame, scale: str) -> dict:
@@ -101,7 +105,7 @@ def lr_view(lb: pd.DataFrame, runs: pd.DataFrame, scale: str) -> dict:
         for meth, t in table.groupby("method", sort=False):
             own = t[t["lr_factor"] == 1]
             ok = t[t["forgetting_per_gain"].notna()]
-            b = ok.loc[ok["forgetting_per_gain"].idxmin()] if len(ok) else None
+            b = ok.sort_values(["forgetting_per_gain", x], ascending=[True, False]).iloc[0] if len(ok) else None
             o = own.iloc[0] if len(own) else None
             method_name = str(sub[sub["lr_of"] == meth]["method"].iloc[0]) if (sub["lr_of"] == meth).any() else meth
             best_rows.append({"method": meth, "lrs": len(t), "own_lr": o["lr"] if o is not None else math.nan,
@@ -139,6 +143,10 @@ def _answer(best: pd.DataFrame, scale: str) -> list[str]:
             continue
         own = "no gain beyond noise at its own lr" if r["own_ratio"] != r["own_ratio"] else \
             f"{r['own_ratio']:.3g} forgetting per unit gain at its own lr {r['own_lr']:.3g} (rank {int(r['own_rank'])} of {n})"
+        if r["best_ratio"] == 0:
+            out.append(f"{r['method']}: {own}; gains without forgetting on the {scale} scale at lr {r['best_lr']:.3g} "
+                       f"(x{r['best_factor']:g}, the largest such gain; {int(r['best_seeds'])} seed(s)).")
+            continue
         out.append(f"{r['method']}: {own}; best {r['best_ratio']:.3g} at lr {r['best_lr']:.3g} "
                    f"(x{r['best_factor']:g}, rank {int(r['best_rank'])} of {int(best['best_ratio'].notna().sum())}, "
                    f"{int(r['best_seeds'])} seed(s)).")
