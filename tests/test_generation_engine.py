@@ -3,7 +3,6 @@ adapters merged, lm-eval's generate_until through an engine, and the errors of u
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 
