@@ -263,6 +263,12 @@ def test_lr_best_trade_off_never_prefers_a_dominated_lr():
     assert best.loc["lora", "best_factor"] == 0.25  # no forgetting at x0.25 beats 0.1 per unit at its own lr
     assert best.loc["lora", "own_ratio"] == pytest.approx(0.1)
     assert any(a.startswith("oft:") and "gains without forgetting" in a and "x4" in a for a in g["answer"])
+    # the change of forgetting against the own lr, with its SE: beyond noise for lora, not for oft
+    assert best.loc["lora", "forgetting_change"] == pytest.approx(-0.041)
+    assert best.loc["lora", "forgetting_change_se"] == pytest.approx(math.hypot(0.005, 0.005))
+    assert best.loc["lora", "change_beyond_noise"] and not best.loc["oft", "change_beyond_noise"]
+    assert any(a.startswith("lora:") and a.endswith("(SE): beyond noise.") for a in g["answer"])
+    assert any(a.startswith("oft:") and "within noise, so the scan does not show an lr effect" in a for a in g["answer"])
 
 
 def test_a_benchmark_at_the_floor_is_named_in_the_report():

@@ -59,7 +59,9 @@ def lr_sections(lr: dict) -> list[Section]:
         s = SCALES[lr["scale"]]
         blocks = [("text", f"Each method at its own lr and at the lr_scan factors; trade-off = forgetting per unit of "
                            f"target gain ({s['y_label']} / {s['x_label']}), measured only where the gain exceeds 2 SE. "
-                           "Best = the lr with the least forgetting per gain."),
+                           "Best = the lr with the least forgetting per gain (forgetting below 0 counts as 0, ties go "
+                           "to the larger gain); each answer says whether the best lr's forgetting differs from the "
+                           "own lr's beyond 2 SE."),
                   ("table", g["table"]), ("table", g["best"])]
         blocks += [("text", a) for a in g["answer"]]
         blocks += [("text", "Method ordering by forgetting per gain vs the paper's forgetting (PEFT-Arena SFT, base − "

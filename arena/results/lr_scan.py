@@ -78,6 +78,16 @@ def _ratio(y: float, x: float, x_err: float) -> float:
     return max(y, 0.0) / x if learned and y == y else math.nan
 
 
+def _versus_own(own, best, y: str) -> dict:
+    """The best lr's forgetting minus the own lr's, with the SE of the difference (the two rows'
+    errors in quadrature: seed SEMs or evaluation SEs) and whether it exceeds SIGNAL_Z of them."""
+    if own is None or best is None or own["label"] == best["label"]:
+        return {"forgetting_change": math.nan, "forgetting_change_se": math.nan, "change_beyond_noise": False}
+    d, se = float(best[y] - own[y]), math.hypot(float(best[f"{y}_err"]), float(own[f"{y}_err"]))
+    return {"forgetting_change": d, "forgetting_change_se": se,
+            "change_beyond_noise": bool(se == se and se > 0 and abs(d) > SIGNAL_Z * se)}
+
+
 def lr_view(lb: pd.DataFrame, runs: pd.DataFrame, scale: str) -> dict:
     """Per (model, target, objective) group with an lr scan: {"groups": [{model, target, objective,
     "table" (one row per method and lr), "best" (one row per method), "orderings" (ρ vs the paper),
@@ -113,7 +123,8 @@ def lr_view(lb: pd.DataFrame, runs: pd.DataFrame, scale: str) -> dict:
                               "best_lr": b["lr"] if b is not None else math.nan,
                               "best_factor": b["lr_factor"] if b is not None else math.nan,
                               "best_ratio": b["forgetting_per_gain"] if b is not None else math.nan,
-                              "best_seeds": b["seeds"] if b is not None else 0, "_name": method_name})
+                              "best_seeds": b["seeds"] if b is not None else 0, "_name": method_name,
+                              **_versus_own(o, b, y)})
             for lab, dest in ((o["label"] if o is not None else None, own_vals), (b["label"] if b is not None else None, best_vals)):
                 if lab is None:
                     continue
@@ -138,6 +149,10 @@ def _answer(best: pd.DataFrame, scale: str) -> list[str]:
     n = int(best["own_ratio"].notna().sum())
     out = []
     for _, r in best.iterrows():
+        change = "" if r["forgetting_change"] != r["forgetting_change"] else (
+            f" Its forgetting there differs from its own lr's by {r['forgetting_change']:+.3g} ± "
+            f"{r['forgetting_change_se']:.2g} (SE): " + ("beyond noise." if r["change_beyond_noise"] else
+                                                       "within noise, so the scan does not show an lr effect."))
         if r["best_ratio"] != r["best_ratio"]:
             out.append(f"{r['method']}: no lr of the scan gains beyond 2 SE on the {scale} scale, so its trade-off is not measured.")
             continue
@@ -145,9 +160,9 @@ def _answer(best: pd.DataFrame, scale: str) -> list[str]:
             f"{r['own_ratio']:.3g} forgetting per unit gain at its own lr {r['own_lr']:.3g} (rank {int(r['own_rank'])} of {n})"
         if r["best_ratio"] == 0:
             out.append(f"{r['method']}: {own}; gains without forgetting on the {scale} scale at lr {r['best_lr']:.3g} "
-                       f"(x{r['best_factor']:g}, the largest such gain; {int(r['best_seeds'])} seed(s)).")
+                       f"(x{r['best_factor']:g}, the largest such gain; {int(r['best_seeds'])} seed(s)).{change}")
             continue
         out.append(f"{r['method']}: {own}; best {r['best_ratio']:.3g} at lr {r['best_lr']:.3g} "
                    f"(x{r['best_factor']:g}, rank {int(r['best_rank'])} of {int(best['best_ratio'].notna().sum())}, "
-                   f"{int(r['best_seeds'])} seed(s)).")
+                   f"{int(r['best_seeds'])} seed(s)).{change}")
     return out
