@@ -80,15 +80,16 @@ def test_pareto_front_maximises_gain_minimises_forgetting():
     assert pareto_front(df, "accuracy").tolist() == [True, True, True, False]
 
 
-def test_leaderboard_errors_are_seed_sem_or_eval_se(sweep3, tmp_path):
+def test_leaderboard_errors_are_seed_sem_with_eval_se_or_eval_se(sweep3, tmp_path):
     lb = leaderboard(load_results(sweep3).df, "proxy")
     assert len(lb) == 5 and set(lb["seeds"]) == {3}
     res = load_results(sweep3)
     vals = res.done[res.done["label"] == "lora"]["plasticity_nll"]
     row = lb[lb["label"] == "lora"].iloc[0]
     assert row["plasticity_nll"] == pytest.approx(vals.mean())
-    assert row["plasticity_nll_err"] == pytest.approx(vals.std(ddof=1) / math.sqrt(3))
-    assert row["err_kind"] == "seed SEM (n=3)"
+    ses = res.done[res.done["label"] == "lora"]["plasticity_nll_se"]
+    assert row["plasticity_nll_err"] == pytest.approx(math.sqrt(vals.var(ddof=1) / 3 + (ses ** 2).mean()))
+    assert row["err_kind"] == "seed SEM ⊕ eval SE (n=3)"
     assert row["forgetting_per_gain"] == pytest.approx(row["forgetting_nll"] / row["plasticity_nll"])
     one = leaderboard(load_results(write_sweep(tmp_path / "one", seeds=(0,))).df, "proxy")
     r = one[one["label"] == "lora"].iloc[0]

@@ -87,10 +87,14 @@ def test_compare_two_welch_over_seeds_else_eval_se():
     assert far["se"] == pytest.approx(0.02) and not far["within_noise"]
 
 
-def test_seed_mean_se_uses_the_seed_spread_else_the_eval_se():
-    m, se, kind = stats.seed_mean_se([0.1, 0.3, float("nan"), 0.2], eval_se=0.5)
-    assert (m, kind) == (pytest.approx(0.2), "seed SEM (n=3)")
-    assert se == pytest.approx(0.1 / math.sqrt(3))  # s = 0.1 over three seeds; the eval SE is ignored
+def test_seed_mean_se_adds_the_shared_eval_se_to_the_seed_spread():
+    """Seeds scored on the same documents share the documents' noise: SE² = s²/n + mean(eval SE²)."""
+    m, se, kind = stats.seed_mean_se([0.1, 0.3, float("nan"), 0.2], eval_se=[0.05, 0.05, 0.9, 0.05])
+    assert (m, kind) == (pytest.approx(0.2), "seed SEM ⊕ eval SE (n=3)")
+    assert se == pytest.approx(math.sqrt(0.01 / 3 + 0.05 ** 2))  # s = 0.1; the NaN run's SE is dropped with it
+    m, se, kind = stats.seed_mean_se([0.1, 0.3, 0.2])  # no eval SE known: the seed SEM alone
+    assert se == pytest.approx(0.1 / math.sqrt(3)) and kind == "seed SEM (n=3)"
     assert stats.seed_mean_se([0.4], eval_se=0.05) == (0.4, 0.05, "eval SE (1 seed)")
+    assert stats.seed_mean_se([0.4, 0.4], eval_se=0.05)[1] == pytest.approx(0.05)  # agreeing seeds keep the eval SE
     m, se, kind = stats.seed_mean_se([float("nan")])
     assert math.isnan(m) and math.isnan(se) and kind == ""

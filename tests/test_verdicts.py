@@ -108,8 +108,14 @@ def test_axis_signal_uses_seed_spread_with_two_seeds():
     df["label"] = "same"
     df["seed"] = [0, 1]
     a = axis_signal(df, "target_gain", "target_gain_se")
-    # mean 0.2, SEM = std([0.1, 0.3]) / sqrt(2) = 0.1: z = 2.0, not the 200 the eval SEs would give
-    assert a["z_value"] == pytest.approx(0.2 / 0.1) and a["groups"] == 1
+    # mean 0.2, SEM = std([0.1, 0.3]) / sqrt(2) = 0.1 (⊕ the shared eval SE 0.001): z ≈ 2.0, not the
+    # 200 the eval SEs alone would give
+    assert a["z_value"] == pytest.approx(0.2 / math.hypot(0.1, 0.001)) and a["groups"] == 1
+    # the other way round: seeds that agree do not hide the documents' noise they share
+    df["target_gain"] = [0.20, 0.2002]
+    df["target_gain_se"] = 0.05
+    a = axis_signal(df, "target_gain", "target_gain_se")
+    assert a["z_value"] == pytest.approx(0.2001 / math.hypot(0.0001, 0.05)) and a["z_value"] < 4.1
 
 
 # ------------------------------------------------------------------ intervals and correlations
@@ -230,7 +236,9 @@ def test_benchmark_and_diagnostics_views(scanned):
     runs = df[(df["label"] == "lora") & (df["state"] == "done")]
     assert row["seeds"] == 3 and row["n"] == 50
     assert row["delta"] == pytest.approx(runs["bench_delta:ifeval"].mean())
-    assert row["se"] == pytest.approx(runs["bench_delta:ifeval"].std(ddof=1) / math.sqrt(3))
+    assert row["se"] == pytest.approx(math.sqrt(runs["bench_delta:ifeval"].var(ddof=1) / 3
+                                                + (runs["bench_se:ifeval"] ** 2).mean()))
+    assert row["se_kind"] == "seed SEM ⊕ paired eval SE (n=3)"
     one = b[(b["label"] == "lora-lrx4") & (b["benchmark"] == "ifeval")].iloc[0]
     assert one["se_kind"] == "paired eval SE (1 seed)" and one["se"] == pytest.approx(0.015)
     d = diagnostics_view(df).set_index("label")

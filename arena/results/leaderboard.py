@@ -24,9 +24,7 @@ MEAN_COLUMNS = ("general_acc", "target_acc", "general_acc_base", "target_acc_bas
 
 
 def _agg(values: pd.Series, ses: Optional[pd.Series]) -> tuple[float, float, str]:
-    v = values.dropna()
-    se = float(ses.loc[v.index].iloc[0]) if ses is not None and len(v) and len(ses.loc[v.index].dropna()) else math.nan
-    return seed_mean_se(v, se)
+    return seed_mean_se(values, ses if ses is not None else math.nan)
 
 
 def leaderboard(df: pd.DataFrame, scale: Optional[str] = None) -> pd.DataFrame:

@@ -40,7 +40,7 @@ GROUP_KEYS = ["model", "target", "objective", "label"]
 def axis_signal(df: pd.DataFrame, col: str, se_col: str) -> dict:
     """How far the axis `col` stands out of its noise, over the method groups (GROUP_KEYS) of `df`:
 
-        per group g:  m_g = mean over seeds,  e_g = s/√n (n >= 2 seeds) else the run's evaluation SE
+        per group g:  m_g = mean over seeds,  e_g = sqrt(s²/n + ē²) (results.stats.seed_mean_se)
         z_value = max_g |m_g| / e_g                          (a method moved beyond noise)
         z_diff  = max_{g,h} |m_g − m_h| / sqrt(e_g² + e_h²)  (two methods differ beyond noise)
 
@@ -54,7 +54,7 @@ def axis_signal(df: pd.DataFrame, col: str, se_col: str) -> dict:
         v = g[col].dropna()
         if not len(v):
             continue
-        m, e, _ = seed_mean_se(v, float(g.loc[v.index, se_col].iloc[0]) if se_col in g else math.nan)
+        m, e, _ = seed_mean_se(g[col], g[se_col] if se_col in g else math.nan)  # positional: NaN rows dropped together
         ms.append(m)
         es.append(e)
     zv = [abs(m) / e for m, e in zip(ms, es) if e > 0]

@@ -103,15 +103,31 @@ def bootstrap_ci(values: Sequence[float], statistic: Callable[[np.ndarray], floa
     return float(lo), float(hi)
 
 
-def seed_mean_se(values: Sequence[float], eval_se: float = math.nan) -> tuple[float, float, str]:
-    """(mean, SE, kind) of one method's values over seeds (NaNs dropped): with n >= 2 values the seed
-    SEM s/√n, which holds seed and evaluation noise together; with one value that value and its
-    evaluation SE `eval_se` (seed variance not measured); with none, NaNs."""
-    v = _finite(values)
+def seed_mean_se(values: Sequence[float], eval_se=math.nan) -> tuple[float, float, str]:
+    """(mean, SE, kind) of one method's values over training seeds (NaNs dropped).
+
+    The seeds are scored on the same documents, so averaging them removes training noise but not
+    the documents' sampling noise, which every seed shares. With n >= 2 values
+
+        SE = sqrt( s²/n + ē² )        s: the seeds' standard deviation; ē² = mean of the runs' eval SE²
+
+    (ē from `eval_se`, one per value or one for all; without any, s/√n alone). ē² also holds the
+    part of each run's evaluation noise that differs between seeds, which s²/n counts too, so the
+    SE errs on the large side. With one value: that value and its eval SE (seed variance not
+    measured). With none: NaNs."""
+    vals = np.asarray(list(values), float)
+    errs = np.broadcast_to(np.asarray(eval_se, float), vals.shape) if np.ndim(eval_se) == 0 else \
+        np.asarray(list(eval_se), float)
+    keep = ~np.isnan(vals)
+    v, e = vals[keep], errs[keep]
+    e = e[~np.isnan(e)]
     if len(v) >= 2:
-        return float(v.mean()), float(v.std(ddof=1) / math.sqrt(len(v))), f"seed SEM (n={len(v)})"
+        seed_var = float(v.var(ddof=1)) / len(v)
+        if len(e):
+            return float(v.mean()), math.sqrt(seed_var + float(np.mean(e ** 2))), f"seed SEM ⊕ eval SE (n={len(v)})"
+        return float(v.mean()), math.sqrt(seed_var), f"seed SEM (n={len(v)})"
     if len(v) == 1:
-        return float(v[0]), float(eval_se), "eval SE (1 seed)"
+        return float(v[0]), float(e[0]) if len(e) else math.nan, "eval SE (1 seed)"
     return NAN, NAN, ""
 
 

@@ -38,7 +38,7 @@ def benchmark_view(df: pd.DataFrame) -> pd.DataFrame:
             d = g[f"bench_delta:{b}"].dropna()
             if not len(d):
                 continue
-            _, se, kind = seed_mean_se(d, float(g.loc[d.index, f"bench_se:{b}"].iloc[0]))
+            _, se, kind = seed_mean_se(g[f"bench_delta:{b}"], g[f"bench_se:{b}"])
             kind = kind.replace("eval SE", "paired eval SE")
             rows.append({**where, "benchmark": b, "seeds": len(d), "n": g.loc[d.index, f"bench_n:{b}"].max(),
                          "base": float(g.loc[d.index, f"bench_base:{b}"].mean()),
