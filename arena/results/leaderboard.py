@@ -1,8 +1,8 @@
 """The leaderboard: one row per (model, target, objective, method label), means over seeds.
 
-Error bars: the standard error of the mean over seeds, s/√n, when there are two or more seeds (it
-holds both seed and evaluation noise), else the evaluation's own SE — and then seed variance was
-not measured (`err_kind` says which).
+Error bars: with two or more seeds sqrt(s²/n + ē²), the seed SEM with the runs' evaluation SE
+(the seeds share the documents, whose noise the seed mean keeps: results.stats.seed_mean_se), else
+the evaluation's own SE — and then seed variance was not measured (`err_kind` says which).
 """
 
 from __future__ import annotations
