@@ -39,7 +39,10 @@ def verdict(group: dict) -> dict:
     first = t.iloc[0]
     s = [f"At a common target gain of {group['level']:.4g} ({'nats of held-out target NLL' if group.get('kind') == 'nll' else 'accuracy'}), "
          f"{len(t)} method(s) compared; forgetting in {unit}, mean over seeds with its 95% interval "
-         f"({first.get('ci_kind', '')}):"]
+         f"({first.get('ci_kind', '')})" + (". Every method is scored on the same prompts, so the intervals and tests "
+                                             "hold the training seeds' spread, not the prompts' sampling noise, which "
+                                             "the methods share:" if str(first.get("ci_kind", "")).startswith("t over")
+                                             else ":")]
     s.append("; ".join(f"{r['label']} {_iv(r['forgetting_at_level'], r.get('ci_lo'), r.get('ci_hi'))}"
                        for _, r in t.iterrows()) + ".")
     pairs = group.get("pairs")
