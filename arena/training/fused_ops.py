@@ -116,7 +116,24 @@ def _fused_rmsnorm_forward(module: nn.Module):
     return forward
 
 
+def _plain_function(fn):
+    """`fn`, or the function a hub-kernel wrapper dispatches to by default: with the `kernels`
+    package installed, transformers (>= 5.2x) replaces module functions such as
+    apply_rotary_pos_emb by an nn.Module whose forward calls the original from its closure."""
+    if fn is None or hasattr(fn, "__code__"):
+        return fn
+    forward = getattr(type(fn), "forward", None)
+    for cell in getattr(forward, "__closure__", None) or ():
+        inner = cell.cell_contents
+        if callable(inner) and hasattr(inner, "__code__") and inner.__name__ == getattr(fn, "__name__", inner.__name__):
+            return inner
+    funcs = [c.cell_contents for c in getattr(forward, "__closure__", None) or ()
+             if callable(c.cell_contents) and hasattr(c.cell_contents, "__code__")]
+    return funcs[0] if len(funcs) == 1 else None
+
+
 def _same_code(fn, ref) -> bool:
+    fn, ref = _plain_function(fn), _plain_function(ref)
     code, ref_code = getattr(fn, "__code__", None), getattr(ref, "__code__", None)
     return code is not None and ref_code is not None and code.co_code == ref_code.co_code
 
