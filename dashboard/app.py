@@ -36,6 +36,20 @@ from arena.reports.verdict import verdict
 STATE_ORDER = ["done", "incomplete", "interrupted", "failed", "running"]
 
 
+def error_bar_caption(kinds: set) -> str:
+    """What the ± of the leaderboard is, from its `err_kind` values (results.stats.seed_mean_se)."""
+    several = any(k.startswith("seed SEM") for k in kinds)
+    single = any("1 seed" in k for k in kinds)
+    out = []
+    if several:
+        out.append("± with ≥ 2 seeds = the seeds' standard error together with the evaluation's (the seeds share "
+                   "the documents, whose noise a seed mean keeps)")
+    if single:
+        out.append(("rows with one seed: ± = the evaluation's standard error only, training-seed variance not "
+                    "measured" if several else "± = the evaluation's standard error. One seed per method: "
+                    "training-seed variance was not measured"))
+    return ("; ".join(out) or "±: no error bars") + "; differences smaller than about two SE are noise."
+
 def results_dir() -> Path:
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--results")
@@ -77,11 +91,7 @@ def leaderboard_tab(lb: pd.DataFrame, scale: str, runs: pd.DataFrame | None = No
                                 "pareto": st.column_config.CheckboxColumn("Pareto"),
                                 "trainable_params": st.column_config.NumberColumn("trainable params", format="%d")})
     kinds = set(lb.get("err_kind", pd.Series(dtype=str)).dropna())
-    if any("1 seed" in k for k in kinds):
-        st.caption("± = the evaluation's standard error. One seed per method: training-seed variance was not "
-                   "measured; differences smaller than about two SE are noise.")
-    else:
-        st.caption("± = standard error of the mean over seeds (seed and evaluation noise together).")
+    st.caption(error_bar_caption(kinds))
     if "lr_factor" in lb and (lb["lr_factor"].fillna(1) != 1).any():
         for i, g in enumerate(lr_view(lb, runs if runs is not None else pd.DataFrame(), scale)["groups"]):
             st.markdown(f"**Best trade-off over lr** ({g['model']} · {g['target']} · {g['objective']}): forgetting "

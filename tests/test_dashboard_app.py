@@ -57,6 +57,10 @@ def test_app_renders_every_section(results, run_app):
     assert len(lb) == 6 and {"target_gain", "forgetting", "trainable_params", "train_s", "peak_memory_mb"} <= set(lb.columns)
     warnings = " ".join(w.value for w in at.warning)
     assert "unreadable record" in warnings and "not finished results" in warnings
+    # two seeds per method (and a one-seed mitigation row): the caption says what each ± is
+    captions = " ".join(c.value for c in at.caption)
+    assert "± with ≥ 2 seeds = the seeds' standard error together with the evaluation's" in captions
+    assert "One seed per method" not in captions
     charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
     pareto = next(c for c in charts if "target vs general" in c["layout"]["title"]["text"])
     names = [t.get("name") for t in pareto["data"]]
