@@ -50,6 +50,7 @@ def error_bar_caption(kinds: set) -> str:
                     "training-seed variance was not measured"))
     return ("; ".join(out) or "±: no error bars") + "; differences smaller than about two SE are noise."
 
+
 def results_dir() -> Path:
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--results")

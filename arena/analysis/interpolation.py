@@ -32,7 +32,7 @@ def base_fingerprint(cfg) -> dict:
     """The fingerprint of θ(0): the catalog model's, and the run it starts from when
     model.init_from is set (a CPT-then-SFT run's base is that run's weights, not the plain model)."""
     fp = model_fingerprint(cfg.model.name, cfg.model.revision)
-    return {**fp, "init_from": cfg.model.init_from} if getattr(cfg.model, "init_from", None) else fp
+    return {**fp, "init_from": cfg.model.init_from} if cfg.model.init_from else fp
 
 
 def interpolate_run(run_dir, settings: InterpolationSettings, *, device: str = "cpu", write: bool = True,

@@ -8,9 +8,10 @@ A method's trade-off at one lr is its forgetting per unit of target gain on the 
 (less is better); its best lr is argmin r, ties (r = 0: no forgetting) going to the larger gain.
 Forgetting is clipped at 0 because a signed ratio ranks backwards below it: at forgetting −0.01 a gain
 of 0.5 gives −0.02 and a gain of 0.1 gives −0.1, so the dominated lr would win. With the clip an lr
-that gains at least as much and forgets no more never ranks worse. So "does OFT forget more because of its lr?" becomes:
-does OFT's rank among the methods by r change between each method's own lr and each method's best
-lr? Orderings are compared with the paper's forgetting (base − tuned general accuracy, SFT) by
+that gains at least as much and forgets no more never ranks worse.
+
+So "does OFT forget more because of its lr?" becomes: does OFT's rank among the methods by r change
+between each method's own lr and each method's best lr? Orderings are compared with the paper's forgetting (base − tuned general accuracy, SFT) by
 Spearman's ρ with a percentile bootstrap interval over seeds (each method's seed values resampled
 with replacement; a method with one seed contributes no variance, and the result says how many had
 two or more).

@@ -119,16 +119,12 @@ def _fused_rmsnorm_forward(module: nn.Module):
 def _plain_function(fn):
     """`fn`, or the function a hub-kernel wrapper dispatches to by default: with the `kernels`
     package installed, transformers (>= 5.2x) replaces module functions such as
-    apply_rotary_pos_emb by an nn.Module whose forward calls the original from its closure."""
+    apply_rotary_pos_emb by an nn.Module whose forward calls the original from its closure (the
+    closure's only plain function; None when there is not exactly one)."""
     if fn is None or hasattr(fn, "__code__"):
         return fn
-    forward = getattr(type(fn), "forward", None)
-    for cell in getattr(forward, "__closure__", None) or ():
-        inner = cell.cell_contents
-        if callable(inner) and hasattr(inner, "__code__") and inner.__name__ == getattr(fn, "__name__", inner.__name__):
-            return inner
-    funcs = [c.cell_contents for c in getattr(forward, "__closure__", None) or ()
-             if callable(c.cell_contents) and hasattr(c.cell_contents, "__code__")]
+    cells = getattr(getattr(type(fn), "forward", None), "__closure__", None) or ()
+    funcs = [c.cell_contents for c in cells if hasattr(c.cell_contents, "__code__")]
     return funcs[0] if len(funcs) == 1 else None
 
 
