@@ -119,6 +119,35 @@ def test_bf16_native_agrees_with_autocast_hf_on_most_tokens(tiny_base, requests_
     assert sum(first) >= len(first) - 1
 
 
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="oneDNN not in this torch build")
+def test_bf16_prepacked_weights_give_the_plain_linear_results(tiny_base, requests_, monkeypatch):
+    """The oneDNN-prepacked bf16 linear (native.prepacked_linear) is a speed path only: logits and
+    greedy completions are bit-identical to the same decoder on plain F.linear."""
+    import torch.nn.functional as F
+
+    from arena.generation import native
+
+    model, tok = tiny_base
+    packed = native.NativeDecoder(model, precision="bf16-autocast")
+    fast = build_engine("native", model, tok, precision="bf16-autocast").generate(requests_, Sampling(), 0)
+    monkeypatch.setattr(native, "prepacked_linear", lambda dtype, device: (None, F.linear))
+    plain = native.NativeDecoder(model, precision="bf16-autocast")
+    slow = build_engine("native", model, tok, precision="bf16-autocast").generate(requests_, Sampling(), 0)
+    assert packed._matmul is native._onednn_linear and plain._matmul is F.linear
+    h = torch.randn(3, 5, model.config.hidden_size, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(packed.logits(h), plain.logits(h))
+    assert _tokens(fast) == _tokens(slow)
+
+
+def test_prepacked_linear_stays_off_where_it_does_not_apply():
+    import torch.nn.functional as F
+
+    from arena.generation.native import prepacked_linear
+
+    assert prepacked_linear(torch.float32, torch.device("cpu")) == (None, F.linear)
+    assert prepacked_linear(torch.bfloat16, torch.device("meta")) == (None, F.linear)
+
+
 def test_lm_eval_generate_until_through_the_engine_equals_hflm(tiny_base):
     from lm_eval.api.instance import Instance
 
