@@ -1,6 +1,6 @@
 """Generation engines side by side in one invocation: lm-eval's tasks and plain prompts.
 
-    python benchmarks/bench_generation.py [--limit 8] [--precision bf16-autocast] [--engines hf,native]
+    python benchmarks/bench_generation.py [--limit 8] [--precision bf16-autocast] [--engines hf,native,native-plain]
                                           [--prompts 64 --max-new 128] [--skip-eval] [--skip-raw]
 
 1. Evaluation: the arena's general and target suites (IFEval, BBH, NQ-open, GSM8K, MATH-500) on
@@ -22,6 +22,7 @@ machine and read the ratios, not the absolute figures).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -40,11 +41,12 @@ def eval_side_by_side(model, tok, engines: list[str], limit: int, precision: str
     data_dir = resolve_data_dir(None)
     runs = {}
     for spec in engines:
-        name, _, bs = spec.partition("-b")
+        name, _, bs = spec.removesuffix("-plain").partition("-b")
         s = RunSettings(limit=limit, seed=0, batch_size=int(bs) if bs else 16, precision=precision, engine=name)
         tgt, plan, _, names, s = _task_plan(["general", "target"], "math", data_dir, None, None, s, limit, 0, None)
         t0 = time.perf_counter()
-        runs[spec] = run_tasks(model, tok, names, data_dir, s, tgt, keep_responses=True)
+        with _plain_linear(spec.endswith("-plain")):
+            runs[spec] = run_tasks(model, tok, names, data_dir, s, tgt, keep_responses=True)
         runs[spec]["wall"] = time.perf_counter() - t0
     ref = runs[engines[0]]
     print(f"\n== evaluation: general + target suites, limit {limit}, {precision}, SmolLM2-135M-Instruct ==")
@@ -64,6 +66,21 @@ def eval_side_by_side(model, tok, engines: list[str], limit: int, precision: str
             cells.append(f"{t['score']:.3f} ({d:+.3f}) {same}/{n}")
         print(f"{task:10} " + " ".join(f"{c:>22}" for c in cells))
     print("cells: score (difference to the first engine) identical responses / documents")
+
+
+@contextlib.contextmanager
+def _plain_linear(on: bool):
+    """native-plain: the native engine without oneDNN weight prepacking (the before of that change);
+    lm-eval builds its engine inside run_tasks, so the switch is the decoder's factory, for this run only."""
+    from arena.generation import native
+
+    saved = native.prepacked_linear
+    if on:
+        native.prepacked_linear = lambda dtype, device: (None, native.F.linear)
+    try:
+        yield
+    finally:
+        native.prepacked_linear = saved
 
 
 def _identical(a: dict, b: dict, subtasks: list[str]) -> tuple[int, int]:
@@ -86,7 +103,9 @@ def raw_side_by_side(model, tok, engines: list[str], n: int, max_new: int, preci
     reqs = [GenRequest(p, max_new) for p in encode_prompts(tok, prompts)]
     out = {}
     for name in ["generate", *[e for e in engines if e != "generate"]]:
-        eng = build_engine(name, model, tok, precision=precision, options=EngineOptions(max_batch=32))
+        # native-plain: the native engine on plain F.linear (no oneDNN weight prepacking), the before
+        base, plain = name.removesuffix("-plain"), name.endswith("-plain")
+        eng = build_engine(base, model, tok, precision=precision, options=EngineOptions(max_batch=32, prepack=not plain))
         t0 = time.perf_counter()
         done = eng.generate(reqs, Sampling(), 0)
         out[name] = (time.perf_counter() - t0, done)
@@ -103,7 +122,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--limit", type=int, default=8)
     ap.add_argument("--precision", default="bf16-autocast", choices=["fp32", "bf16-autocast"])
-    ap.add_argument("--engines", default="hf,native", help="comma list; hf-b8 = hf at lm-eval batch size 8")
+    ap.add_argument("--engines", default="hf,native",
+                    help="comma list; hf-b8 = hf at lm-eval batch size 8; native-plain = native without oneDNN weight prepacking")
     ap.add_argument("--prompts", type=int, default=64)
     ap.add_argument("--max-new", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)

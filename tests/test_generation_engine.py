@@ -120,23 +120,23 @@ def test_bf16_native_agrees_with_autocast_hf_on_most_tokens(tiny_base, requests_
 
 
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="oneDNN not in this torch build")
-def test_bf16_prepacked_weights_give_the_plain_linear_results(tiny_base, requests_, monkeypatch):
+def test_bf16_prepacked_weights_give_the_plain_linear_results(tiny_base, requests_):
     """The oneDNN-prepacked bf16 linear (native.prepacked_linear) is a speed path only: logits and
-    greedy completions are bit-identical to the same decoder on plain F.linear."""
+    greedy completions are bit-identical to the same decoder on plain F.linear (prepack off)."""
     import torch.nn.functional as F
 
     from arena.generation import native
 
     model, tok = tiny_base
     packed = native.NativeDecoder(model, precision="bf16-autocast")
-    fast = build_engine("native", model, tok, precision="bf16-autocast").generate(requests_, Sampling(), 0)
-    monkeypatch.setattr(native, "prepacked_linear", lambda dtype, device: (None, F.linear))
-    plain = native.NativeDecoder(model, precision="bf16-autocast")
-    slow = build_engine("native", model, tok, precision="bf16-autocast").generate(requests_, Sampling(), 0)
+    plain = native.NativeDecoder(model, precision="bf16-autocast", prepack=False)
     assert packed._matmul is native._onednn_linear and plain._matmul is F.linear
     h = torch.randn(3, 5, model.config.hidden_size, generator=torch.Generator().manual_seed(0))
     assert torch.equal(packed.logits(h), plain.logits(h))
+    fast, slow = (build_engine("native", model, tok, precision="bf16-autocast", options=EngineOptions(prepack=p))
+                  .generate(requests_, Sampling(), 0) for p in (True, False))
     assert _tokens(fast) == _tokens(slow)
+    assert [c.logprobs for c in fast] == [c.logprobs for c in slow]
 
 
 def test_prepacked_linear_stays_off_where_it_does_not_apply():

@@ -43,6 +43,7 @@ class EngineOptions:
     max_slots: int = 256
     cache_mb: int = 2048
     gpu_memory_utilization: float = 0.3  # vllm, when it shares the GPU with training
+    prepack: bool = True  # native: oneDNN-prepacked bf16 weights where they reproduce F.linear (native.py)
 
 
 EngineFactory = Callable[..., Engine]

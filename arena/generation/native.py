@@ -87,7 +87,7 @@ class NativeDecoder:
     """Weights of a Llama-family model, ready for `forward`. Build one per weight version."""
 
     @torch.no_grad()
-    def __init__(self, model, precision: str = "fp32", device: torch.device | str = "cpu"):
+    def __init__(self, model, precision: str = "fp32", device: torch.device | str = "cpu", prepack: bool = True):
         check_supported(model)
         base = base_transformer(model)
         cfg = base.config
@@ -101,7 +101,7 @@ class NativeDecoder:
         inner = base.model
         self.rotary = inner.rotary_emb  # the model's own RoPE (handles every rope_type transformers knows)
         dt, dev = self.dtype, self.device
-        pack, self._matmul = prepacked_linear(dt, dev)
+        pack, self._matmul = prepacked_linear(dt, dev) if prepack else (None, F.linear)
 
         def mat(w):  # [out, in], as nn.Linear keeps it: F.linear then runs the same kernel autocast runs
             w = w.to(device=dev, dtype=dt).contiguous()

@@ -16,7 +16,7 @@ class NativeEngine:
 
     def __init__(self, model, tokenizer, device, precision: str, options: EngineOptions):
         self.tokenizer = tokenizer
-        self.decoder = NativeDecoder(model, precision=precision, device=device)
+        self.decoder = NativeDecoder(model, precision=precision, device=device, prepack=options.prepack)
         self.scheduler = Scheduler(self.decoder, SchedulerOptions(max_slots=options.max_slots, cache_mb=options.cache_mb))
         self.stop_ids = stop_token_ids(tokenizer, model)
 
