@@ -60,6 +60,28 @@ def test_adapters_are_merged_into_the_native_weights(tiny_base, tiny_lora, reque
     assert all(torch.equal(before[n], p) for n, p in peft_model.named_parameters())
 
 
+def test_plain_lora_merge_equals_peft_merge_on_a_copy_bit_for_bit(tiny_base, tiny_lora):
+    """weights._plain_lora_merge (W + ΔW on a clone, no deepcopy) gives the bits of peft's own merge
+    of a copy for every LoRA layer; DoRA (a variant) is left to peft's merge; nothing is modified."""
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    from arena.generation import weights
+
+    layers = [m for m in tiny_lora.modules() if isinstance(m, BaseTunerLayer)]
+    assert layers
+    for m in layers:
+        fast = weights._plain_lora_merge(m)
+        assert fast is not None
+        ref = weights._merged(m).weight
+        assert torch.equal(fast, ref) and not torch.equal(fast, m.get_base_layer().weight)
+        assert not m.merged
+    dora = get_peft_model(copy.deepcopy(tiny_base[0]), LoraConfig(r=4, target_modules="all-linear", use_dora=True))
+    assert all(weights._plain_lora_merge(m) is None for m in dora.modules() if isinstance(m, BaseTunerLayer))
+
+
 def test_stop_strings_cut_at_the_completing_token(tiny_base, requests_):
     """One request per call (so the sampled stream is the same with and without the stop string):
     with the stop string set to a character of the free completion, it ends at the token that

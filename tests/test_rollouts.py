@@ -179,3 +179,36 @@ def test_prompt_pool_is_seeded_resumable_and_drops_long_prompts(tokenizer):
     first_epoch = pool.indices(seed=0, start=0, count=10)
     assert sorted(first_epoch) == list(range(10))
     assert pool.indices(seed=1, start=0, count=10) != first_epoch
+
+
+def test_inverse_cdf_draw_has_the_categorical_law_and_never_draws_a_zero_weight():
+    """The native engine's sampler: frequencies over 40k seeded draws match the weights (chi-square),
+    zero-weight ids never appear, unnormalised rows work, the same seed gives the same draws."""
+    from scipy.stats import chisquare
+
+    from arena.generation.requests import inverse_cdf_draw
+
+    w = torch.tensor([0.0, 0.4, 0.0, 0.25, 0.2, 0.1, 0.05, 0.0])
+    rows = w.repeat(40_000, 1) * 3.0  # unnormalised on purpose
+    g = torch.Generator().manual_seed(0)
+    idx = inverse_cdf_draw(rows, g).squeeze(1)
+    counts = torch.bincount(idx, minlength=8)
+    assert counts[w == 0].sum() == 0
+    nz = w > 0
+    assert chisquare(counts[nz].numpy(), (w[nz] / w.sum() * len(idx)).numpy()).pvalue > 1e-3
+    edge = torch.zeros(3, 5)
+    edge[0, 4] = 1.0      # all mass on the last id
+    edge[1, 2] = 1e-30    # one tiny nonzero weight
+    edge[2, 0] = 1.0
+    assert inverse_cdf_draw(edge, torch.Generator().manual_seed(1)).squeeze(1).tolist() == [4, 2, 0]
+    a = inverse_cdf_draw(rows[:64], torch.Generator().manual_seed(5))
+    assert torch.equal(a, inverse_cdf_draw(rows[:64], torch.Generator().manual_seed(5)))
+
+
+def test_sample_tokens_inverse_cdf_respects_top_p_and_rejects_unknown_draws():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    g = torch.Generator().manual_seed(0)
+    seen = {sample_tokens(logits, Sampling(1.0, 0.7), g, draw="inverse_cdf")[0].item() for _ in range(200)}
+    assert seen == {0, 1}
+    with pytest.raises(ValueError, match="draw must be"):
+        sample_tokens(logits, Sampling(1.0, 1.0), g, draw="gumbel")

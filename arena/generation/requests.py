@@ -58,13 +58,42 @@ class Sampling:
         return self.temperature == 0
 
 
-def sample_tokens(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+def inverse_cdf_draw(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One index per row of nonnegative weights `probs` [B, V], drawn with P(i) = probs[i] / Σ probs:
+    i = min{i : C_i > u}, C = cumsum(probs) in float64, u ~ Uniform[0, C_V) (one draw per row).
+
+    Exactly categorical, and an index whose weight is 0 is never drawn (C_i > u ≥ C_{i-1} means
+    probs[i] > 0). Why not torch.multinomial: on the CPU it draws an exponential variate for every
+    vocabulary entry (32 rows × 49,152 ids: ~35 ms, a third of a rollout decode step on 2 cores),
+    this draws B uniforms over one cumulative sum (~1.7 ms). float64 keeps each id's share exact to
+    ~1e-16 where an fp32 cumsum over 49k ids would shift tail ids by up to ~3e-8 each.
+    """
+    cdf = probs.cumsum(-1, dtype=torch.float64)
+    total = cdf[:, -1:]
+    u = torch.rand((probs.shape[0], 1), generator=generator, dtype=torch.float64, device=probs.device) * total
+    u = torch.minimum(u, torch.nextafter(total, torch.zeros_like(total)))  # u < total after rounding
+    return torch.searchsorted(cdf, u, right=True)
+
+
+def sample_tokens(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator | None,
+                  draw: str = "multinomial") -> tuple[torch.Tensor, torch.Tensor]:
     """One sampling step from [B, V] logits: (tokens [B], log softmax(z/T)[token] [B]).
 
     Log-probs are those of the temperature-scaled distribution, which is what the RL losses
     recompute with gradient; top-p truncation changes what is sampled, not this formula (as TRL and
     verl do), so an on-policy ratio is exactly 1 up to numerics.
+
+    `draw`: "multinomial" (torch.multinomial, the stream `model.generate` consumes: the hf engine
+    keeps it so its samples equal generate's) or "inverse_cdf" (`inverse_cdf_draw`, the same law,
+    ~20x cheaper; the native engine's).
     """
+    pick = torch.multinomial if draw == "multinomial" else None
+    if pick is None and draw != "inverse_cdf":
+        raise ValueError(f"draw must be 'multinomial' or 'inverse_cdf', got {draw!r}")
+
+    def one(p: torch.Tensor) -> torch.Tensor:
+        return pick(p, 1, generator=generator) if pick is not None else inverse_cdf_draw(p, generator)
+
     logits = logits.float()
     if sampling.greedy:  # z[tok] - logsumexp(z): the full log-softmax is never written (B x V floats)
         tok = logits.argmax(dim=-1, keepdim=True)
@@ -74,9 +103,9 @@ def sample_tokens(logits: torch.Tensor, sampling: Sampling, generator: torch.Gen
     if sampling.top_p < 1.0:
         sp, si = probs.sort(dim=-1, descending=True)
         drop = sp.cumsum(-1) - sp >= sampling.top_p  # keep the smallest prefix reaching top_p (never empty)
-        tok = si.gather(-1, torch.multinomial(sp.masked_fill(drop, 0.0), 1, generator=generator))
+        tok = si.gather(-1, one(sp.masked_fill(drop, 0.0)))
     else:
-        tok = torch.multinomial(probs, 1, generator=generator)
+        tok = one(probs)
     return tok.squeeze(-1), logp.gather(-1, tok).squeeze(-1)
 
 
