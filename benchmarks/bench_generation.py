@@ -54,8 +54,10 @@ def eval_side_by_side(model, tok, engines: list[str], limit: int, precision: str
     g0 = ref["engine"]["generation"]["seconds"]
     for spec, r in runs.items():
         g = r["engine"]["generation"]
+        split = (f"   prefill {g['prefill_seconds']:.1f} s ({g['prompt_tokens']} prompt tokens), decode {g['decode_seconds']:.1f} s "
+                 f"({g['decode_steps']} steps)") if "decode_steps" in g else ""
         print(f"{spec:10} {r['wall']:8.1f} {g['seconds']:8.1f} {g['tokens']:8d} {g['tokens_per_s'] or 0:8.1f} "
-              f"{g0 / g['seconds'] if g['seconds'] else float('nan'):7.2f}x")
+              f"{g0 / g['seconds'] if g['seconds'] else float('nan'):7.2f}x{split}")
     print(f"\n{'task':10} " + " ".join(f"{s:>22}" for s in engines))
     for task in ref["tasks"]:
         cells = []

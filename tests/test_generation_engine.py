@@ -185,6 +185,12 @@ def test_lm_eval_generate_until_through_the_engine_equals_hflm(tiny_base):
         lm = counting_hflm_class()(pretrained=model, tokenizer=tok, batch_size=2, engine=engine)
         out[engine] = lm.generate_until(reqs)
         assert lm.counters["gen_calls"] >= 1 and lm.counters["gen_tokens"] > 0
+        c = lm.counters
+        if engine == "native":  # the scheduler's split of the generation seconds reaches the counters
+            assert c["gen_decode_steps"] >= 1 and c["gen_prefill_seconds"] > 0 and c["gen_decode_seconds"] > 0
+            assert c["gen_prefill_seconds"] + c["gen_decode_seconds"] <= c["gen_seconds"]
+        else:
+            assert c["gen_decode_steps"] == 0
     assert out["native"] == out["hf"]
 
 

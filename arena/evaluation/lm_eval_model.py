@@ -33,7 +33,8 @@ def counting_hflm_class():
             self.engine_name, self.engine_precision, self.gen_seed = engine, engine_precision, seed
             self._engine = None
             self.counters = {"gen_tokens": 0, "gen_prompt_tokens": 0, "gen_seconds": 0.0,
-                             "ll_tokens": 0, "ll_seconds": 0.0, "gen_calls": 0, "ll_calls": 0}
+                             "ll_tokens": 0, "ll_seconds": 0.0, "gen_calls": 0, "ll_calls": 0,
+                             "gen_prefill_seconds": 0.0, "gen_decode_seconds": 0.0, "gen_decode_steps": 0}
 
         def _model_call(self, inps, attn_mask=None, labels=None):
             t0 = time.perf_counter()
@@ -107,6 +108,11 @@ def engine_generate_until(lm, requests) -> list[str]:
         done = lm.engine().generate(gen_reqs, sampling, seed=lm.gen_seed)
         lm.counters["gen_seconds"] += time.perf_counter() - t0
         lm.counters["gen_calls"] += 1
+        st = getattr(getattr(lm.engine(), "scheduler", None), "stats", None)  # the native engine's split
+        if st:
+            lm.counters["gen_prefill_seconds"] += st["prefill_s"]
+            lm.counters["gen_decode_seconds"] += st["decode_s"]
+            lm.counters["gen_decode_steps"] += st["steps"]
         for i, r, c in zip(idx, gen_reqs, done):
             lm.counters["gen_tokens"] += len(c.token_ids)
             lm.counters["gen_prompt_tokens"] += len(r.prompt_ids)

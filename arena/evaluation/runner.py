@@ -109,7 +109,9 @@ def run_tasks(model, tokenizer, names: list[str], data_dir: str | None, settings
         "generation": {"tokens": c["gen_tokens"], "prompt_tokens": c["gen_prompt_tokens"], "seconds": round(c["gen_seconds"], 2),
                        "tokens_per_s": round(c["gen_tokens"] / c["gen_seconds"], 1) if c["gen_seconds"] else None,
                        "all_tokens_per_s": round((c["gen_tokens"] + c["gen_prompt_tokens"]) / c["gen_seconds"], 1)
-                       if c["gen_seconds"] else None},
+                       if c["gen_seconds"] else None,
+                       **({"prefill_seconds": round(c["gen_prefill_seconds"], 2), "decode_seconds": round(c["gen_decode_seconds"], 2),
+                           "decode_steps": c["gen_decode_steps"]} if c.get("gen_decode_steps") else {})},
         "loglikelihood": {"tokens": c["ll_tokens"], "seconds": round(c["ll_seconds"], 2),
                           "tokens_per_s": round(c["ll_tokens"] / c["ll_seconds"], 1) if c["ll_seconds"] else None},
     }

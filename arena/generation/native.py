@@ -47,7 +47,7 @@ def compute_dtype(precision: str) -> torch.dtype:
 
 
 def _onednn_linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-    return torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
+    return torch.ops.mkldnn._linear_pointwise(x.contiguous(), w, b, "none", [], "")
 
 
 def prepacked_linear(dtype: torch.dtype, device: torch.device):

@@ -15,6 +15,7 @@ call, consumed in a fixed order), so the same requests and seed give the same co
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import dataclass
 
@@ -107,7 +108,8 @@ class Scheduler:
         self.prefixes = PrefixStore(self.dec, [r.prompt_ids for r in requests], share, self.opt.prefix_cache_mb)
         pending = deque(buckets(order, need))
         active: list[tuple[SlotBatch, deque]] = []
-        self.stats = {"buckets": len(pending), "peak_open": 0, "steps": 0, "rows": 0}
+        # prefill_s / decode_s: where a call's time went (prompt forwards vs one-token steps)
+        self.stats = {"buckets": len(pending), "peak_open": 0, "steps": 0, "rows": 0, "prefill_s": 0.0, "decode_s": 0.0}
         while pending or active:
             self._open(pending, active, requests, need)
             self.stats["peak_open"] = max(self.stats["peak_open"], len(active))
@@ -116,14 +118,18 @@ class Scheduler:
                 # Admit when a quarter of the slots are free (or nothing runs): prefill in groups, not
                 # one prompt per step, because a prefill forward is only efficient with many rows.
                 if queue and free and (len(free) * 4 >= sb.size or not sb.live() or len(free) >= len(queue)):
+                    t0 = time.perf_counter()
                     self._admit(sb, free, queue, requests, sampling, stop, generator, results)
+                    self.stats["prefill_s"] += time.perf_counter() - t0
             active[:] = [(sb, q) for sb, q in active if q or sb.live()]  # a finished bucket frees its cache
             for sb, queue in active:
                 if not queue and len(sb.live()) * 2 <= sb.size and sb.size > 1:
                     sb.compact(sb.live())
             live = [sb for sb, _ in active if sb.live()]
             if live:
+                t0 = time.perf_counter()
                 self._step(live, requests, sampling, stop, generator, results)
+                self.stats["decode_s"] += time.perf_counter() - t0
                 self.stats["steps"] += 1
                 self.stats["rows"] += sum(sb.size for sb in live)
         return results  # type: ignore[return-value]
