@@ -21,6 +21,8 @@ which the engine factory turns into a clear error or a fallback to the `hf` engi
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -50,6 +52,24 @@ def _onednn_linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> 
     return torch.ops.mkldnn._linear_pointwise(x.contiguous(), w, b, "none", [], "")
 
 
+def _onednn_pack(w: torch.Tensor) -> torch.Tensor:
+    return torch.ops.mkldnn._reorder_linear_weight(w, 32)  # 32: the row count decode steps run at
+
+
+@functools.cache
+def _onednn_bf16_exact() -> bool:
+    """Whether oneDNN's prepacked bf16 linear reproduces F.linear bit for bit here (probed once per
+    process: engines are rebuilt every GRPO step)."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        g = torch.Generator().manual_seed(0)
+        w, x, b = (torch.randn(*shape, generator=g).to(torch.bfloat16) for shape in ((96, 64), (8, 64), (96,)))
+        return torch.equal(_onednn_linear(x, _onednn_pack(w), b), F.linear(x, w, b))
+    except (RuntimeError, AttributeError):  # oneDNN without bf16 support, or a torch without the op
+        return False
+
+
 def prepacked_linear(dtype: torch.dtype, device: torch.device):
     """(pack, linear): oneDNN's prepacked bf16 linear on the CPU, or (None, F.linear) elsewhere.
 
@@ -61,19 +81,9 @@ def prepacked_linear(dtype: torch.dtype, device: torch.device):
     a probe bit for bit, so results do not depend on which path ran; fp32 keeps F.linear (MKL),
     whose completions the tests hold token-identical to `model.generate`.
     """
-    if dtype != torch.bfloat16 or device.type != "cpu" or not torch.backends.mkldnn.is_available():
+    if dtype != torch.bfloat16 or device.type != "cpu" or not _onednn_bf16_exact():
         return None, F.linear
-    try:
-        g = torch.Generator().manual_seed(0)
-        w = torch.randn(96, 64, generator=g).to(dtype)
-        x = torch.randn(8, 64, generator=g).to(dtype)
-        b = torch.randn(96, generator=g).to(dtype)
-        packed = torch.ops.mkldnn._reorder_linear_weight(w, 32)
-        if not torch.equal(_onednn_linear(x, packed, b), F.linear(x, w, b)):
-            return None, F.linear
-    except (RuntimeError, AttributeError):  # oneDNN without bf16 support, or a torch without the op
-        return None, F.linear
-    return (lambda w: torch.ops.mkldnn._reorder_linear_weight(w, 32)), _onednn_linear
+    return _onednn_pack, _onednn_linear
 
 
 def _fused_bias(*pairs) -> torch.Tensor | None:

@@ -87,12 +87,11 @@ def sample_tokens(logits: torch.Tensor, sampling: Sampling, generator: torch.Gen
     keeps it so its samples equal generate's) or "inverse_cdf" (`inverse_cdf_draw`, the same law,
     ~20x cheaper; the native engine's).
     """
-    pick = torch.multinomial if draw == "multinomial" else None
-    if pick is None and draw != "inverse_cdf":
+    if draw not in ("multinomial", "inverse_cdf"):
         raise ValueError(f"draw must be 'multinomial' or 'inverse_cdf', got {draw!r}")
 
     def one(p: torch.Tensor) -> torch.Tensor:
-        return pick(p, 1, generator=generator) if pick is not None else inverse_cdf_draw(p, generator)
+        return torch.multinomial(p, 1, generator=generator) if draw == "multinomial" else inverse_cdf_draw(p, generator)
 
     logits = logits.float()
     if sampling.greedy:  # z[tok] - logsumexp(z): the full log-softmax is never written (B x V floats)

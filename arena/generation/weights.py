@@ -64,12 +64,9 @@ def _plain_lora_merge(module) -> torch.Tensor | None:
 def effective_linear(module) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(weight [out, in], bias [out] or None) that `module` applies, adapters merged in."""
     w = _plain_lora_merge(module)
-    if w is not None:
-        bias = getattr(module.get_base_layer(), "bias", None)
-        return w, (bias.detach() if bias is not None else None)
-    base = _merged(module)
+    base = module.get_base_layer() if w is not None else _merged(module)  # the plain merge keeps the bias
     bias = getattr(base, "bias", None)
-    return base.weight.detach(), (bias.detach() if bias is not None else None)
+    return (w if w is not None else base.weight.detach()), (bias.detach() if bias is not None else None)
 
 
 def effective_embedding(module) -> torch.Tensor:
