@@ -98,6 +98,14 @@ class TrainConfig:
     # fused_rmsnorm: stock forward, closed-form backward (gradient within fp32 rounding).
     fused_rope: bool = True
     fused_rmsnorm: bool = True
+    # SFT/CPT loss: the head's projection and cross-entropy in row chunks, the hidden-state gradient
+    # computed in the forward (arena/objectives/linear_ce.py); no [n, V] logits are ever allocated.
+    # Per-token losses bit-identical, the gradient one bf16 rounding apart.
+    fused_ce: bool = True
+    # Plain LoRA layers' forward + backward as one function: one input cast shared by the layers that
+    # read the same tensor, base + adapter in one addmm each way (arena/training/fused_lora.py; the
+    # skip sampler's masks, bf16 roundings moved); auto: on CPU only.
+    fused_lora: Literal["auto", "on", "off"] = "auto"
     # Recompute each decoder layer's activations in backward instead of keeping them: activation
     # memory falls from every layer's to one layer's plus each layer's input (arena plan shows the
     # numbers), for ~1/3 more compute. Same values: recomputation replays the same ops and RNG.

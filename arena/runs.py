@@ -32,10 +32,14 @@ LOCK = ".record.lock"
 # differs only in these is the same run (resume), and sweep run ids leave them out. cast_cache and
 # fused_rope are bit-identical by construction (docs/training.md); fused_rmsnorm keeps every forward
 # value and moves the norm's gradient only at fp32 rounding (1e-7 relative, far below bf16 noise);
+# fused_ce keeps every per-token loss and rounds the head's gradient once, as the stock path does, in
+# another order (arena/objectives/linear_ce.py); fused_lora keeps the dropout masks and moves bf16
+# roundings of the adapter path only (arena/training/fused_lora.py);
 # eval_every only logs probes; save_every and keep_checkpoints only decide what is kept on disk;
 # activation_checkpointing recomputes the same values in backward (tests/test_distributed.py).
 RESULT_NEUTRAL_TRAIN_KEYS = ("progress", "log_every", "save_every", "keep_checkpoints", "threads", "eval_every",
-                             "cast_cache", "fused_rope", "fused_rmsnorm", "activation_checkpointing")
+                             "cast_cache", "fused_rope", "fused_rmsnorm", "fused_ce", "fused_lora",
+                             "activation_checkpointing")
 
 
 def weights_path(run_dir: str | Path) -> Path:

@@ -77,8 +77,11 @@ def _assert_same_run(a, b, keys=("loss", "grad_norm")) -> None:
     assert worst <= TOL, worst
 
 
-@pytest.mark.parametrize("method,sets", [("lora", ()), ("full", ("train.precision=bf16-autocast",)),
-                                         ("vera", ())])  # VeRA: A, B shared by every layer
+# VeRA: A, B shared by every layer. Sharded runs take the stock [n, V] logits (FSDP2 gathers the head only
+# in the model's forward), so under bf16 the one-process reference does too: with `fused_ce` the head's
+# gradient is rounded to bf16 in another place (0.2% on the first grad norm), which is not what this compares.
+@pytest.mark.parametrize("method,sets", [("lora", ()), ("full", ("train.precision=bf16-autocast", "train.fused_ce=false")),
+                                         ("vera", ())])
 def test_two_ranks_train_like_one_process(tmp_path, tiny_run_config, method, sets):
     one = tiny_run_config(*SFT, *sets, method=method, out=str(tmp_path / "one"))
     run_training(one, **QUIET)

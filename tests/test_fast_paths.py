@@ -235,7 +235,7 @@ def test_runs_record_layout_and_fast_paths_and_rows_matches_padding_free(tiny_ru
     assert "skip_dropout_modules" in pf["train"]["fast_paths"]  # auto on CPU (none here: dropout 0)
     off = run_training(tiny_run_config(out=str(tmp_path / "off"), method="lora", train__steps=2, probe__heldout=0,
                                        train__dropout_sampler="torch", train__cast_cache="off", train__fused_rope=False,
-                                       train__fused_rmsnorm=False), **QUIET)
+                                       train__fused_rmsnorm=False, train__fused_lora="off"), **QUIET)
     assert off["train"]["fast_paths"] == {}
 
 

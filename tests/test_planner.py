@@ -42,6 +42,17 @@ def test_full_finetuning_on_one_device_by_hand():
     assert m.train_peak == 16 * 251_200 + 3 * 100 * 4_672 + 400_000  # 5,820,800 bytes
 
 
+def test_fused_head_keeps_one_chunk_of_logits():
+    from arena.objectives.linear_ce import chunk_rows
+
+    s = toy()  # V = 1,000: 4,194 rows a chunk, so a 40-token micro-batch is one chunk
+    assert plan_memory(s, Budget(tokens=100, label_tokens=40, fused_ce=True)).logits == 10 * 40 * 1000 + 2 * 40 * 64
+    big = Budget(tokens=100_000, label_tokens=60_000, fused_ce=True)
+    rows = chunk_rows(s.vocab)
+    assert rows < 60_000 and plan_memory(s, big).logits == 10 * rows * 1000 + 2 * 60_000 * 64
+    assert plan_memory(s, Budget(tokens=100_000, label_tokens=60_000)).logits == 10 * 60_000 * 1000
+
+
 def test_sharding_divides_state_and_adds_the_gathered_units():
     m1, m4 = plan_memory(toy(), Budget(tokens=100, label_tokens=40)), plan_memory(
         toy(), Budget(tokens=100, label_tokens=40, world=4))

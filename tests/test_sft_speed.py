@@ -107,21 +107,27 @@ def test_tiny_run_follows_the_stock_loss_trajectory(tiny_run_config, tmp_path, p
     Fused RoPE alone: the same losses to the logged digit. With fused RMSNorm, measured max
     |Δloss| over 12 steps (loss 6.64 -> 6.17): 1e-6 in fp32 (the log's rounding) and 3.1e-4 under
     bf16 autocast (bf16 noise: one ulp of a bf16 activation is 2^-8 relative); bounded at 1e-5 / 2e-3.
+    The fused head + cross-entropy and fused LoRA layers on top (the defaults) stay within the same bounds.
     """
     common = {"method": "lora", "train__steps": 12, "probe__heldout": 0, "train__precision": precision,
               "train__lr": 1e-2}
     runs = {}
-    for name, rope, norm in (("old", False, False), ("rope", True, False), ("new", True, True)):
+    for name, rope, norm, ce in (("old", False, False, False), ("rope", True, False, False),
+                                 ("new", True, True, False), ("all", True, True, True)):
         out = tmp_path / name
-        rec = run_training(tiny_run_config(out=str(out), train__fused_rope=rope, train__fused_rmsnorm=norm, **common),
+        rec = run_training(tiny_run_config(out=str(out), train__fused_rope=rope, train__fused_rmsnorm=norm,
+                                           train__fused_ce=ce, train__fused_lora="on" if ce else "off", **common),
                            **QUIET)
         assert rec["status"] == "done"
         runs[name] = _losses(out)
         if rope:
             assert rec["train"]["fast_paths"]["fused_rope_modules"] == 1
+        assert ("fused_lora_modules" in rec["train"]["fast_paths"]) == ce
     assert runs["rope"] == runs["old"]
     tol = 1e-5 if precision == "fp32" else 2e-3
     assert max(abs(a - b) for a, b in zip(runs["new"], runs["old"])) <= tol
+    assert max(abs(a - b) for a, b in zip(runs["all"], runs["old"])) <= tol
+    assert runs["all"][0] == pytest.approx(runs["old"][0], rel=1e-6)  # the first loss: same per-token values
     assert runs["old"][-1] < runs["old"][0]  # it trains: the comparison is not between two flat lines
 
 

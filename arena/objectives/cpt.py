@@ -31,8 +31,7 @@ from arena.errors import ConfigError, DataError
 from arena.generation.names import check_engine_name
 from arena.generation.seeds import derive_seed
 from arena.objectives.base import LossOutput, Objective, TrainContext
-from arena.objectives.losses import token_ce_sum
-from arena.objectives.sft import packed_label_logits
+from arena.objectives.sft import packed_ce_sum
 from arena.training.packing import PackedData, TokenizedExample, pack, padding_free_batch
 from arena.training.varlen import cu_seq_lens, supports_packed_attention
 
@@ -297,6 +296,5 @@ class CPT(Objective):
 
     def loss(self, ctx: TrainContext, batch: dict) -> LossOutput:
         """Σ −log p(x_t | x_<t) over the micro-batch's labelled tokens (every token but each chunk's first)."""
-        logits, targets = packed_label_logits(ctx, batch)
         share = batch["domain_rows"] / ctx.train.batch_size
-        return LossOutput(token_ce_sum(logits, targets), int(targets.numel()), {"domain_share": share})
+        return LossOutput(*packed_ce_sum(ctx, batch), {"domain_share": share})

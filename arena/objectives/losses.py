@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from arena.models.loader import unwrap_peft
+from arena.objectives.linear_ce import linear_cross_entropy_sum
+from arena.training.cast_cache import compute_weight
 
 IGNORE = -100
 
@@ -58,6 +60,24 @@ def label_logits(model: torch.nn.Module, input_ids: torch.Tensor, labels: torch.
         return logits[:, :-1][mask], shift_labels[mask]
     hidden, targets = label_hidden(model, input_ids, labels, ignore_index, **forward_kwargs)
     return head(hidden), targets
+
+
+def label_ce_sum(model: torch.nn.Module, input_ids: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE,
+                 **forward_kwargs) -> tuple[torch.Tensor, int] | None:
+    """`token_ce_sum(*label_logits(...))` and the number of scored tokens, with the head's projection
+    and the cross-entropy fused in row chunks (arena/objectives/linear_ce.py: no [n, V] logits).
+    None where the fused form does not apply (a sharded model, a head that is not a plain bias-free
+    linear layer, soft-capped logits): the caller then takes the stock path."""
+    base = unwrap_peft(model)
+    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+    if (getattr(model, "_arena_sharded", False) or not hasattr(base, "get_decoder") or type(head) is not torch.nn.Linear
+            or head.bias is not None or getattr(getattr(base, "config", None), "final_logit_softcapping", None)):
+        return None
+    hidden, targets = label_hidden(model, input_ids, labels, ignore_index, **forward_kwargs)
+    w = head.weight
+    dev = hidden.device.type
+    dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) and w.dtype == torch.float32 else w.dtype
+    return linear_cross_entropy_sum(hidden, w, targets, compute_weight(head, dtype)), int(targets.numel())
 
 
 def label_hidden(model: torch.nn.Module, input_ids: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE,

@@ -20,7 +20,7 @@ import torch
 from arena.components import OBJECTIVES
 from arena.errors import ConfigError, DataError
 from arena.objectives.base import LossOutput, Objective, TrainContext
-from arena.objectives.losses import label_logits, token_ce_sum
+from arena.objectives.losses import label_ce_sum, label_logits, token_ce_sum
 from arena.schema import added_field
 from arena.training.device import autocast
 from arena.training.mitigations import Progressive, Resampler
@@ -40,6 +40,21 @@ def packed_label_logits(ctx: TrainContext, batch: dict) -> tuple[torch.Tensor, t
     """([n, V] logits, [n] labels) at the labelled positions of a packed micro-batch, in either layout
     (rows, or padding-free with per-document attention); shared by every objective that trains on packed
     documents (sft, cpt)."""
+    return _packed(ctx, batch, label_logits)
+
+
+def packed_ce_sum(ctx: TrainContext, batch: dict) -> tuple[torch.Tensor, int]:
+    """(Σ −log p(label), n labels) of a packed micro-batch: the fused head + cross-entropy
+    (`train.fused_ce`, arena/objectives/linear_ce.py) where it applies, else the stock logits."""
+    if ctx.train.fused_ce:
+        fused = _packed(ctx, batch, label_ce_sum)
+        if fused is not None:
+            return fused
+    logits, targets = packed_label_logits(ctx, batch)
+    return token_ce_sum(logits, targets), int(targets.numel())
+
+
+def _packed(ctx: TrainContext, batch: dict, fn):
     dev = ctx.device
     kwargs = {"position_ids": batch["position_ids"].to(dev)}
     packed = contextlib.nullcontext()
@@ -47,7 +62,7 @@ def packed_label_logits(ctx: TrainContext, batch: dict) -> tuple[torch.Tensor, t
         kwargs["cu_seq_lens_q"] = kwargs["cu_seq_lens_k"] = batch["cu_seq_lens"]
         packed = packed_attention(ctx.model)
     with autocast(dev, ctx.precision), packed:
-        return label_logits(ctx.model, batch["input_ids"].to(dev), batch["labels"].to(dev), **kwargs)
+        return fn(ctx.model, batch["input_ids"].to(dev), batch["labels"].to(dev), **kwargs)
 
 
 @OBJECTIVES.register("sft")
@@ -296,5 +311,7 @@ class SFT(Objective):
         return packed_label_logits(ctx, batch)
 
     def loss(self, ctx: TrainContext, batch: dict) -> LossOutput:
-        logits, targets = self.scored_logits(ctx, batch)
-        return LossOutput(token_ce_sum(logits, targets), int(targets.numel()))
+        if type(self).scored_logits is not SFT.scored_logits:  # a variant scores its own logits
+            logits, targets = self.scored_logits(ctx, batch)
+            return LossOutput(token_ce_sum(logits, targets), int(targets.numel()))
+        return LossOutput(*packed_ce_sum(ctx, batch))

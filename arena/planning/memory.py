@@ -16,6 +16,9 @@ T tokens of one micro-batch, n its label tokens, N world size.
                   with checkpointing: L·T·4h (each layer's fp32 input) + 2·T·a_layer
     logits      = n·10·V                       (bf16 logits 2V, their fp32 copy 4V, log-softmax 4V,
                                                 at label positions only: arena's losses)
+                  fused head + CE (SFT/CPT, `train.fused_ce`, one process): 10·min(n, c)·V + 2·n·h
+                                               (one chunk of c rows, arena/objectives/linear_ce.py,
+                                                and the bf16 hidden-state gradient it keeps)
 
 a_layer, the bytes one token leaves saved in a Llama decoder layer under bf16 autocast with an
 fp32 residual stream, counted from the saved tensors of the HF implementation:
@@ -57,6 +60,7 @@ class Budget:
     checkpointing: bool = False
     dropout_bytes: float = 1.0  # m: what an adapter's dropout keeps per input element (see above)
     cast_cache: bool = False
+    fused_ce: bool = False  # the loss projects the head in row chunks (no [n, V] logits kept)
     rollout_seqs: int = 0  # S (0: no rollouts)
     rollout_len: int = 0
 
@@ -109,6 +113,10 @@ def activation_bytes(s: ModelShape, b: Budget) -> float:
 
 
 def logits_bytes(s: ModelShape, b: Budget) -> float:
+    if b.fused_ce:
+        from arena.objectives.linear_ce import chunk_rows
+
+        return 10.0 * min(b.label_tokens, chunk_rows(s.vocab)) * s.vocab + 2.0 * b.label_tokens * s.hidden
     return 10.0 * b.label_tokens * s.vocab
 
 

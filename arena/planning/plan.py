@@ -110,7 +110,8 @@ def budget_for(cfg, world: int, label_fraction: float = 1.0, cpu: bool = False) 
                    **common)
         return b, float(t.steps * per_step * n * t.seq_len), float(t.steps * per_step * n * max_new)
     tokens = t.batch_size * t.seq_len
-    b = Budget(tokens=tokens, label_tokens=int(tokens * label_fraction), **common)
+    fused = t.fused_ce and world == 1 and cfg.objective.name in ("sft", "cpt")  # sharded runs keep the logits
+    b = Budget(tokens=tokens, label_tokens=int(tokens * label_fraction), fused_ce=fused, **common)
     return b, float(t.steps * t.grad_accum * tokens), 0.0
 
 

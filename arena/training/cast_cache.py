@@ -23,19 +23,35 @@ from torch import nn
 def _cached_forward(module: nn.Linear):
     cache: dict = {}
 
+    def cast(dtype: torch.dtype) -> torch.Tensor:
+        w = module.weight
+        key = (w.data_ptr(), w._version, dtype, w.device)
+        if cache.get("key") != key:
+            cache["key"], cache["w"] = key, w.detach().to(dtype)
+        return cache["w"]
+
     def forward(x: torch.Tensor) -> torch.Tensor:
         w = module.weight
         dev = x.device.type
         if w.requires_grad or w.dtype != torch.float32 or not torch.is_autocast_enabled(dev):
             return F.linear(x, w, module.bias)
-        dtype = torch.get_autocast_dtype(dev)
-        key = (w.data_ptr(), w._version, dtype, w.device)
-        if cache.get("key") != key:
-            cache["key"], cache["w"] = key, w.detach().to(dtype)
-        return F.linear(x, cache["w"], module.bias)
+        return F.linear(x, cast(torch.get_autocast_dtype(dev)), module.bias)
 
     forward._arena_cast_cache = True
+    forward._arena_cast = cast
     return forward
+
+
+def compute_weight(module: nn.Linear, dtype: torch.dtype) -> torch.Tensor:
+    """`module.weight` in `dtype`, detached: the cached copy where this module's cache is installed
+    and the weight is frozen fp32 (what its forward would use), else a fresh cast (or the weight
+    itself when it already has that dtype). For code that runs the module's matmul itself (the fused
+    head + cross-entropy, arena/objectives/linear_ce.py; the fused LoRA layer, arena/training/fused_lora.py)."""
+    w = module.weight
+    fwd = vars(module).get("forward")
+    if getattr(fwd, "_arena_cast_cache", False) and not w.requires_grad and w.dtype == torch.float32:
+        return fwd._arena_cast(dtype)
+    return w.detach().to(dtype)
 
 
 class FrozenCastCache:

@@ -28,6 +28,7 @@ from arena.training.cast_cache import FrozenCastCache
 from arena.training.checkpoint import list_checkpoints, load_objective_tensors
 from arena.training.sharded_checkpoint import restore as load_checkpoint, save as save_checkpoint
 from arena.training.device import peak_memory_mb
+from arena.training.fused_lora import install_fused_lora
 from arena.training import distributed as D
 from arena.training.dropout import use_skip_dropout
 from arena.training.fused_ops import install_fused_ops
@@ -81,6 +82,11 @@ def install_fast_paths(model: torch.nn.Module, cfg, device: torch.device) -> tup
         restore_fused = install_fused_ops(model, rope=cfg.fused_rope, rmsnorm=cfg.fused_rmsnorm)
         undo.append(restore_fused)
         info.update(restore_fused.counts)
+    if cfg.fused_lora == "on" or (cfg.fused_lora == "auto" and device.type == "cpu"):
+        restore_lora = install_fused_lora(model)
+        undo.append(restore_lora)
+        if restore_lora.count:
+            info["fused_lora_modules"] = restore_lora.count
     return info, undo
 
 
