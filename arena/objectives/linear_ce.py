@@ -46,13 +46,12 @@ class _LinearCrossEntropy(torch.autograd.Function):
             grad_h, grad_w, loss = _chunks(hidden, weight, weight_c, targets, rows, want_h, want_w)
         ctx.hidden_dtype, ctx.weight_dtype = hidden.dtype, weight.dtype
         ctx.save_for_backward(*(x for x in (grad_h, grad_w) if x is not None))
-        ctx.kept = (want_h, want_w)
         return loss
 
     @staticmethod
     def backward(ctx, g):
         saved = list(ctx.saved_tensors)
-        want_h, want_w = ctx.kept
+        want_h, want_w = ctx.needs_input_grad[:2]
         gh = (saved.pop(0).to(torch.float32) * g).to(ctx.hidden_dtype) if want_h else None
         gw = (saved.pop(0) * g).to(ctx.weight_dtype) if want_w else None
         return gh, gw, None, None, None

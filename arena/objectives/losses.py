@@ -42,10 +42,6 @@ def label_logits(model: torch.nn.Module, input_ids: torch.Tensor, labels: torch.
     tokens on arith, 60% on GSM8K). Falls back to the full forward for models that post-process
     logits (soft-capping) or whose decoder/head cannot be reached.
     """
-    base = unwrap_peft(model)
-    decoder = base.get_decoder() if hasattr(base, "get_decoder") else None
-    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
-    cfg = getattr(base, "config", None)
     shift_labels = labels[:, 1:]
     mask = shift_labels != ignore_index
     if getattr(model, "_arena_sharded", False):
@@ -55,11 +51,25 @@ def label_logits(model: torch.nn.Module, input_ids: torch.Tensor, labels: torch.
         keep = mask.any(0).nonzero()[:, 0]
         logits = model(input_ids=input_ids, use_cache=False, logits_to_keep=keep, **forward_kwargs).logits
         return logits[mask[:, keep]], shift_labels[mask]
-    if decoder is None or head is None or getattr(cfg, "final_logit_softcapping", None):
+    head = _separable_head(model)
+    if head is None:
         logits = model(input_ids=input_ids, use_cache=False, **forward_kwargs).logits
         return logits[:, :-1][mask], shift_labels[mask]
     hidden, targets = label_hidden(model, input_ids, labels, ignore_index, **forward_kwargs)
     return head(hidden), targets
+
+
+def _separable_head(model: torch.nn.Module) -> torch.nn.Module | None:
+    """The output head, where logits are head(decoder(x)) and both can be called apart (an unsharded
+    model with a reachable decoder and head and no logit post-processing such as soft-capping); else None."""
+    if getattr(model, "_arena_sharded", False):
+        return None
+    base = unwrap_peft(model)
+    decoder = base.get_decoder() if hasattr(base, "get_decoder") else None
+    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+    if decoder is None or head is None or getattr(getattr(base, "config", None), "final_logit_softcapping", None):
+        return None
+    return head
 
 
 def label_ce_sum(model: torch.nn.Module, input_ids: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE,
@@ -68,10 +78,8 @@ def label_ce_sum(model: torch.nn.Module, input_ids: torch.Tensor, labels: torch.
     and the cross-entropy fused in row chunks (arena/objectives/linear_ce.py: no [n, V] logits).
     None where the fused form does not apply (a sharded model, a head that is not a plain bias-free
     linear layer, soft-capped logits): the caller then takes the stock path."""
-    base = unwrap_peft(model)
-    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
-    if (getattr(model, "_arena_sharded", False) or not hasattr(base, "get_decoder") or type(head) is not torch.nn.Linear
-            or head.bias is not None or getattr(getattr(base, "config", None), "final_logit_softcapping", None)):
+    head = _separable_head(model)
+    if type(head) is not torch.nn.Linear or head.bias is not None:
         return None
     hidden, targets = label_hidden(model, input_ids, labels, ignore_index, **forward_kwargs)
     w = head.weight

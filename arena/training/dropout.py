@@ -65,14 +65,21 @@ def bernoulli_drop_indices(n: int, p: float, device: torch.device | str = "cpu",
     return idx if torch.device(device).type == "cpu" else idx.to(device)
 
 
+def drop_at(x: torch.Tensor, idx: torch.Tensor, scale: float, out_dtype: torch.dtype) -> torch.Tensor:
+    """x·scale written in `out_dtype` (scale and down-cast in one pass), with the flat entries `idx`
+    zeroed: dropout's output for the dropped positions `idx` (no autograd)."""
+    out = torch.empty(x.shape, dtype=out_dtype, device=x.device)
+    torch.mul(x, scale, out=out)
+    out.view(-1).index_fill_(0, idx, 0.0)
+    return out
+
+
 class _DropAt(torch.autograd.Function):
     """y = x·s with y_flat[idx] = 0, written in `out_dtype`; ∂L/∂x = (∂L/∂y)·s, same entries zeroed."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, idx: torch.Tensor, scale: float, out_dtype: torch.dtype) -> torch.Tensor:
-        out = torch.empty(x.shape, dtype=out_dtype, device=x.device)
-        torch.mul(x, scale, out=out)  # scale and (optionally) down-cast in one pass
-        out.view(-1).index_fill_(0, idx, 0.0)
+        out = drop_at(x, idx, scale, out_dtype)
         ctx.save_for_backward(idx)
         ctx.scale, ctx.in_dtype = scale, x.dtype
         return out

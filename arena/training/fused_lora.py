@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from arena.training.cast_cache import compute_weight
-from arena.training.dropout import MAX_SKIP_P, SkipDropout, bernoulli_drop_indices
+from arena.training.dropout import MAX_SKIP_P, SkipDropout, bernoulli_drop_indices, drop_at
 
 
 class _SharedCast:
@@ -42,18 +42,17 @@ class _SharedCast:
     (q/k/v and gate/up all read one normed input). Holding the tensor keeps its storage from being reused."""
 
     def __init__(self):
-        self.key, self.value = None, None
+        self.clear()
 
     def __call__(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         if x.dtype == dtype:
             return x
-        key = (x._version, dtype)
-        if self.key is None or self.key[0] is not x or self.key[1] != key:
-            self.key, self.value = (x, key), x.to(dtype)
+        if self.x is not x or self.version != x._version or self.value.dtype != dtype:
+            self.x, self.version, self.value = x, x._version, x.to(dtype)
         return self.value
 
     def clear(self) -> None:
-        self.key, self.value = None, None
+        self.x, self.version, self.value = None, None, None
 
 
 class _LoRALinear(torch.autograd.Function):
@@ -64,24 +63,22 @@ class _LoRALinear(torch.autograd.Function):
         dt = xc.dtype
         d_in = xc.shape[-1]
         x2 = xc.reshape(-1, d_in)
-        if idx is None:
-            xd = x2
-        else:  # dropout as the skip sampler's _DropAt: bf16(x·s) in one pass, the dropped entries zeroed
-            xd = torch.empty(x2.shape, dtype=dt, device=x.device)
-            torch.mul(x.reshape(-1, d_in), s, out=xd)
-            xd.view(-1).index_fill_(0, idx, 0.0)
+        # dropout as the skip sampler's: bf16(x·s) in one pass, the dropped entries zeroed
+        xd = x2 if idx is None else drop_at(x.reshape(-1, d_in), idx, s, dt)
         a = xd @ a_w.detach().to(dt).T  # [n, r]
-        y = torch.addmm(F.linear(x2, w, bias), a, (b_w.detach() * scaling).to(dt).T)
-        ctx.save_for_backward(xd, w, a_w, b_w, a, idx if idx is not None else torch.empty(0, dtype=torch.long))
+        bs = (b_w.detach() * scaling).to(dt)  # c·B, also the backward's
+        y = torch.addmm(F.linear(x2, w, bias), a, bs.T)
+        ctx.save_for_backward(xd, w, a_w, bs, a, idx if idx is not None else torch.empty(0, dtype=torch.long))
         ctx.scaling, ctx.s, ctx.has_idx, ctx.x_dtype, ctx.x_shape = scaling, s, idx is not None, x.dtype, x.shape
+        ctx.b_dtype = b_w.dtype
         return y.view(*xc.shape[:-1], y.shape[-1])
 
     @staticmethod
     def backward(ctx, g):
-        xd, w, a_w, b_w, a, idx = ctx.saved_tensors
+        xd, w, a_w, bs, a, idx = ctx.saved_tensors
         dt = xd.dtype
         g2 = g.reshape(-1, g.shape[-1]).to(dt)
-        g_a = g2 @ (b_w * ctx.scaling).to(dt)  # [n, r]: ∂L/∂a
+        g_a = g2 @ bs  # [n, r]: ∂L/∂a
         grad_b = (g2.T @ a).float().mul_(ctx.scaling) if ctx.needs_input_grad[5] else None
         grad_a = (g_a.T @ xd).float() if ctx.needs_input_grad[4] else None  # xd: the dropped, scaled input
         grad_x = None
@@ -92,7 +89,7 @@ class _LoRALinear(torch.autograd.Function):
             grad_x = torch.addmm(gxa, g2, w).view(ctx.x_shape).to(ctx.x_dtype)  # + the base path, one output
         return (grad_x, None, None, None,
                 grad_a.to(a_w.dtype) if grad_a is not None else None,
-                grad_b.to(b_w.dtype) if grad_b is not None else None, None, None, None)
+                grad_b.to(ctx.b_dtype) if grad_b is not None else None, None, None, None)
 
 
 def _fused_forward(module, cast: _SharedCast):
@@ -132,8 +129,8 @@ def install_fused_lora(model: nn.Module):
     except ImportError:  # no peft, no LoRA layers
         LoraLinear = None
     cast = _SharedCast()
-    mods = [m for m in model.modules() if LoraLinear is not None and type(m) is LoraLinear
-            and type(m.base_layer) in (nn.Linear,) and "forward" not in vars(m)]
+    mods = [m for m in model.modules()
+            if type(m) is LoraLinear and type(m.base_layer) is nn.Linear and "forward" not in vars(m)]
     for m in mods:
         m.forward = _fused_forward(m, cast)
 
